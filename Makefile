@@ -1,0 +1,40 @@
+# The two commands a newcomer needs: `make lab` and `make test`. Everything else is for maintainers.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.course-installed
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup lab test test-fast doctor prepare execute book serve-book bench editions slides timings lock clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt scripts/setup.sh
+	bash scripts/setup.sh
+
+## Open the course in JupyterLab (sets up and prepares assets on first use).
+lab: setup
+	$(PY) -m course_lib prepare
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+## Set up if needed, prepare assets, and run every test (unit, equivalence, browser, notebooks).
+test: setup
+	bash scripts/ensure-chromium.sh
+	$(PY) -m course_lib prepare
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## Only the fast unit tests.
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not browser and not notebooks" $(PYTEST_ARGS)
+
+doctor: setup
+	$(PY) -m course_lib doctor
+
+prepare: setup
+	$(PY) -m course_lib prepare
+
+clean:
+	rm -rf book/_build editions slides .pytest_cache

@@ -1,0 +1,67 @@
+"""``course-lib`` (or ``python -m course_lib``): check and prepare the course's assets.
+
+* ``doctor``: locate and load every model and data file; print a table; exit 1 if anything is missing.
+* ``prepare``: the same, but first build the caches (de-quantized decoder, fine-tuned sentiment model).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+
+def _print_table(reports) -> None:
+    rows = [("asset", "package", "size", "load", "status", "location")]
+    for r in reports:
+        rows.append((
+            r.name, r.package,
+            "-" if r.size_mb is None else f"{r.size_mb:,.1f} MB",
+            "-" if r.load_seconds is None else f"{r.load_seconds:.2f} s",
+            r.status if len(r.status) < 60 else r.status[:57] + "...",
+            r.location,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for k, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        if k == 0:
+            print("  ".join("-" * w for w in widths) + "  " + "-" * 8)
+    for r in reports:
+        if r.status != "ok":
+            print(f"\n{r.name}: {r.status}")
+
+
+def _environment_line() -> str:
+    import torch
+    import transformers
+
+    from course_lib.assets import cache_dir
+    from course_lib.settings import get_device, profile_name
+
+    return (f"python {platform.python_version()} | torch {torch.__version__} | transformers "
+            f"{transformers.__version__} | device {get_device()} | profile {profile_name()} | cache {cache_dir()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="course-lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check every asset and cache, print a table")
+    sub.add_parser("prepare", help="build the caches, then check everything (run before class)")
+    args = parser.parse_args(argv)
+
+    from course_lib.assets import doctor_reports
+    from course_lib.settings import ProfileError
+
+    try:
+        print(_environment_line())
+    except ProfileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    reports = doctor_reports(build_caches=args.command == "prepare")
+    _print_table(reports)
+    bad = [r for r in reports if r.status != "ok"]
+    print(f"\n{len(reports) - len(bad)}/{len(reports)} assets ok.")
+    return 1 if bad else 0

@@ -1,0 +1,74 @@
+"""Shared fixtures: the real course assets, loaded once per test session."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+import course_lib  # noqa: F401  (switches the Hub to offline mode before transformers is imported)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from course_lib.assets import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def hf_encoder():
+    """transformers.BertModel with eager attention (returns attention weights)."""
+    from course_lib.assets import load_encoder
+
+    return load_encoder(attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def hf_encoder_sdpa():
+    from course_lib.assets import load_encoder
+
+    return load_encoder(attn_implementation="sdpa")
+
+
+@pytest.fixture(scope="session")
+def hf_decoder():
+    from course_lib.assets import load_decoder
+
+    return load_decoder(attn_implementation="eager")
+
+
+@pytest.fixture(scope="session")
+def decoder_tokenizer():
+    from course_lib.assets import load_decoder_tokenizer
+
+    return load_decoder_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def movie_reviews_full():
+    from course_lib.data import load_movie_reviews
+
+    return load_movie_reviews(profile="full")
+
+
+@pytest.fixture(scope="session")
+def tweets_full():
+    from course_lib.data import load_tweets
+
+    return load_tweets(profile="full")
+
+
+def find_chromium() -> str | None:
+    return os.environ.get("COURSE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="session")
+def chromium_path():
+    """Debian's Chromium; the browser tests are skipped without it, except in CI where that is a failure."""
+    path = find_chromium()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("Chromium is required for the browser tests in CI (scripts/ensure-chromium.sh installs it).")
+        pytest.skip("Chromium not found: install it (apt-get install chromium) or set COURSE_CHROMIUM.")
+    return path
