@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     reports = doctor_reports(build_caches=args.command == "prepare")
     _print_table(reports)
     bad = [r for r in reports if r.status != "ok"]

@@ -25,7 +25,7 @@ TWEET_LABELS = ("negative", "neutral", "positive")
 DATASET_NAMES = ("movie_reviews", "tweets")
 
 _HANDLE = re.compile(r"@\w+")
-_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_URL = re.compile(r"(?:https?://|\bwww\.)\S+", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 
 
@@ -38,7 +38,8 @@ def offensive_words() -> frozenset[str]:
 @lru_cache(maxsize=1)
 def _offensive_pattern() -> re.Pattern:
     words = sorted(offensive_words(), key=len, reverse=True)
-    return re.compile(r"\b(?:" + "|".join(map(re.escape, words)) + r")\b", re.IGNORECASE)
+    # Whole words, where a "word" is a run of ASCII letters (the corpus has mojibake glued to words).
+    return re.compile(r"(?<![a-z])(?:" + "|".join(map(re.escape, words)) + r")(?![a-z])", re.IGNORECASE)
 
 
 def clean_tweet(text: str) -> str:

