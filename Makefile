@@ -3,6 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.course-installed
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt sc
 ## Open the course in JupyterLab (sets up and prepares assets on first use).
 lab: setup
 	$(PY) -m course_lib prepare
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 ## Set up if needed, prepare assets, and run every test (unit, equivalence, browser, notebooks).
 test: setup
