@@ -39,3 +39,11 @@ prepare: setup
 
 clean:
 	rm -rf book/_build editions slides .pytest_cache
+
+## Student edition of every notebook (solutions removed) in editions/student.
+editions: setup
+	$(PY) -m course_lib editions --out editions/student
+
+## reveal.js lecture slides in slides/ (open slides/NN_*.slides.html in a browser; works offline).
+slides: setup
+	$(PY) -m course_lib slides --out slides

@@ -47,7 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("doctor", help="check every asset and cache, print a table")
     sub.add_parser("prepare", help="build the caches, then check everything (run before class)")
+    editions = sub.add_parser("editions", help="write the student edition of every notebook")
+    editions.add_argument("--source", default="notebooks")
+    editions.add_argument("--out", default="editions/student")
+    slides = sub.add_parser("slides", help="write reveal.js lecture slides (served from the deck's folder)")
+    slides.add_argument("notebooks", nargs="*", help="default: every lesson notebook")
+    slides.add_argument("--out", default="slides")
+    slides.add_argument("--mathjax", default=None, help="folder with MathJax 3 (tex-chtml.js) to copy in")
     args = parser.parse_args(argv)
+    if args.command in ("editions", "slides"):
+        return _editions_command(args)
 
     from course_lib.assets import doctor_reports
     from course_lib.settings import ProfileError
@@ -66,3 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in reports if r.status != "ok"]
     print(f"\n{len(reports) - len(bad)}/{len(reports)} assets ok.")
     return 1 if bad else 0
+
+
+def _editions_command(args) -> int:
+    from pathlib import Path
+
+    from course_lib.editions import EditionError, write_slides, write_student_edition
+
+    try:
+        if args.command == "editions":
+            written = write_student_edition(args.source, args.out)
+        else:
+            notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+            written = write_slides(notebooks, args.out, mathjax_dir=args.mathjax)
+    except EditionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,150 @@
+"""Student edition and lecture slides, generated from the one set of notebooks in ``notebooks/``.
+
+Exercise cells follow one convention (see CONTRIBUTING in docs): a stub cell tagged ``exercise`` whose function
+raises ``NotImplementedError("Exercise NN.slug: ...")``, a cell tagged ``solution`` that redefines it, and a cell
+tagged ``check`` that calls ``course_lib.checks.check``. The student edition drops the solutions and clears the
+outputs of exercise and check cells; everything else is kept as it is.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+
+MARKER = ".course-edition.json"
+EXERCISE_NAME = re.compile(r"NotImplementedError\(\s*[\"']Exercise\s+(\d\d\.[\w-]+)")
+
+
+class EditionError(RuntimeError):
+    """The edition cannot be written safely (the message says why and what to do)."""
+
+
+def _tags(cell) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def exercise_names(nb) -> list[str]:
+    """Names of the exercises in a notebook, from their stub cells, in order."""
+    names = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "exercise" in _tags(cell):
+            match = EXERCISE_NAME.search(cell.source)
+            if not match:
+                raise EditionError(f"exercise cell without `raise NotImplementedError(\"Exercise NN.name: ...\")`:"
+                                   f"\n{cell.source[:200]}")
+            names.append(match.group(1))
+    return names
+
+
+def student_notebook(nb):
+    """A copy of ``nb`` without solution cells; exercise and check cells keep their code, lose their outputs."""
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy
+    kept, stub_seen = [], False
+    for cell in nb.cells:
+        tags = _tags(cell)
+        if "solution" in tags:
+            if not stub_seen:
+                raise EditionError("a solution cell must follow its exercise stub cell (tag 'exercise')")
+            continue
+        if cell.cell_type == "code" and tags & {"exercise", "check"}:
+            cell.outputs, cell.execution_count = [], None
+        stub_seen = stub_seen or "exercise" in tags
+        kept.append(cell)
+    nb.cells = kept
+    nb.metadata["course_edition"] = "student"
+    return nb
+
+
+def _check_target(out_dir: Path, source_dir: Path) -> dict:
+    out_dir, source_dir = out_dir.resolve(), source_dir.resolve()
+    if out_dir == source_dir or source_dir in out_dir.parents or out_dir in source_dir.parents:
+        raise EditionError(f"refusing to write the edition into {out_dir}: it overlaps the source notebooks "
+                           f"in {source_dir}. Choose another folder, e.g. editions/student.")
+    if not out_dir.exists() or not any(out_dir.iterdir()):
+        return {"files": []}
+    marker = out_dir / MARKER
+    if not marker.exists():
+        raise EditionError(f"refusing to write into {out_dir}: it holds files this command did not create. "
+                           "Choose an empty or new folder.")
+    manifest = json.loads(marker.read_text())
+    ours = set(manifest.get("files", [])) | {MARKER}
+    strangers = sorted(str(p.relative_to(out_dir)) for p in out_dir.rglob("*")
+                       if p.is_file() and str(p.relative_to(out_dir)) not in ours)
+    if strangers:
+        raise EditionError(f"refusing to write into {out_dir}: these files were not made by this command "
+                           f"and would be mixed with the edition: {', '.join(strangers[:5])}. Move them first.")
+    return manifest
+
+
+def write_student_edition(source_dir: str | Path = "notebooks", out_dir: str | Path = "editions/student") -> list[Path]:
+    """Write the student edition of every notebook in ``source_dir`` into ``out_dir``; returns the files."""
+    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    notebooks = sorted(source_dir.glob("[0-9][0-9]_*.ipynb"))
+    if not notebooks:
+        raise EditionError(f"no lesson notebooks (NN_name.ipynb) found in {source_dir}")
+    manifest = _check_target(out_dir, source_dir)
+    for old in manifest["files"]:  # only what an earlier run of this command wrote
+        (out_dir / old).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        exercise_names(nb)  # validates the stubs
+        target = out_dir / path.name
+        nbformat.write(student_notebook(nb), target)
+        written.append(target)
+    (out_dir / MARKER).write_text(json.dumps(
+        {"edition": "student", "source": str(source_dir), "files": [p.name for p in written]}, indent=1))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------- slides
+def _reveal_folder() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("sphinx_revealjs")
+    if spec is None:
+        raise EditionError("reveal.js comes from the package sphinx-revealjs==3.2.1; run `make setup`.")
+    return Path(next(iter(spec.submodule_search_locations))) / "_static" / "revealjs"
+
+
+def _jquery_file() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("sphinxcontrib.jquery")
+    return Path(next(iter(spec.submodule_search_locations))) / "jquery.js"
+
+
+def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides", mathjax_dir: str | Path | None = None,
+                 theme: str = "white") -> list[Path]:
+    """reveal.js decks of ``notebooks`` in ``out_dir``, with reveal.js, jQuery (and MathJax if given) copied in."""
+    from importlib.resources import files
+
+    from nbconvert import SlidesExporter
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(_reveal_folder(), out_dir / "reveal.js", dirs_exist_ok=True)
+    shutil.copy(_jquery_file(), out_dir / "jquery.js")
+    mathjax_url = ""
+    if mathjax_dir is not None:
+        shutil.copytree(mathjax_dir, out_dir / "mathjax", dirs_exist_ok=True)
+        mathjax_url = "mathjax/tex-chtml.js"
+    template_dir = Path(str(files("course_lib").joinpath("resources")))
+    exporter = SlidesExporter(
+        extra_template_basedirs=[str(template_dir)], template_name="slides_template",
+        reveal_url_prefix="reveal.js", reveal_theme=theme, reveal_scroll=True,
+        jquery_url="jquery.js", require_js_url="", mathjax_url=mathjax_url, font_awesome_url="",
+        exclude_input_prompt=True, exclude_output_prompt=True,
+    )
+    written = []
+    for path in map(Path, notebooks):
+        nb = nbformat.read(path, as_version=4)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+        target = out_dir / f"{path.stem}.slides.html"
+        target.write_text(body, encoding="utf-8")
+        written.append(target)
+    return written
