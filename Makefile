@@ -47,3 +47,12 @@ editions: setup
 ## reveal.js lecture slides in slides/ (open slides/NN_*.slides.html in a browser; works offline).
 slides: setup
 	$(PY) -m course_lib slides --out slides
+
+## Re-execute notebooks in place (quick profile, network blocked) and record run times; NB=notebooks/00_x.ipynb for some.
+execute: setup
+	$(PY) -m course_lib prepare
+	$(PY) scripts/execute_notebooks.py $(NB)
+
+## Render docs/timings.md from docs/timings.json.
+timings: setup
+	$(PY) scripts/timings.py

@@ -163,7 +163,7 @@ def load_tokenizer(model_id: str | os.PathLike | None = None):
         return AutoTokenizer.from_pretrained(model_id or encoder_path())
 
 
-def load_encoder(model_id: str | os.PathLike | None = None, attn_implementation: str = "eager", **kwargs):
+def load_encoder(model_id: str | os.PathLike | None = None, *, attn_implementation: str = "eager", **kwargs):
     """The pretrained encoder as ``transformers.BertModel`` in eval mode.
 
     ``attn_implementation="eager"`` (the default) is the one that can return attention weights;
@@ -237,7 +237,7 @@ def load_decoder_tokenizer(model_id: str | os.PathLike | None = None):
         return AutoTokenizer.from_pretrained(model_id or decoder_path())
 
 
-def load_decoder(model_id: str | os.PathLike | None = None, attn_implementation: str = "eager", **kwargs):
+def load_decoder(model_id: str | os.PathLike | None = None, *, attn_implementation: str = "eager", **kwargs):
     """SmolLM2-135M-Instruct as ``transformers.LlamaForCausalLM`` in eval mode (float32 on CPU)."""
     from transformers import AutoModelForCausalLM
 

@@ -1,0 +1,206 @@
+"""Exercises of lesson 00 (behind the pipeline): batch dict, softmax, label names, parameter counts."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from course_lib.checks import Case, Exercise, Mistake, compare_outputs, register
+
+
+# ----------------------------------------------------------------------------------------------- 00.batch
+def make_batch(sequences: list[list[int]], pad_id: int = 0) -> dict[str, Tensor]:
+    """Pad token-id lists on the right to the longest one: ``input_ids`` and ``attention_mask``, both (B, T)."""
+    if not isinstance(sequences, (list, tuple)) or not sequences:
+        raise ValueError(f"expected a non-empty list of token-id lists, got {sequences!r}")
+    empty = [i for i, ids in enumerate(sequences) if len(ids) == 0]
+    if empty:
+        raise ValueError(f"every sequence needs at least one token id; sequence(s) {empty} are empty")
+    longest = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)  # (B, T)
+    for row, ids in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def _batch_with_inverted_mask(sequences, pad_id=0):
+    batch = make_batch(sequences, pad_id)
+    return {"input_ids": batch["input_ids"], "attention_mask": 1 - batch["attention_mask"]}
+
+
+def _batch_padded_left(sequences, pad_id=0):
+    longest = max(len(ids) for ids in sequences)
+    rows = [[pad_id] * (longest - len(ids)) + list(ids) for ids in sequences]
+    masks = [[0] * (longest - len(ids)) + [1] * len(ids) for ids in sequences]
+    return {"input_ids": torch.tensor(rows), "attention_mask": torch.tensor(masks)}
+
+
+def _batch_with_mask_of_ones(sequences, pad_id=0):
+    batch = make_batch(sequences, pad_id)
+    return {"input_ids": batch["input_ids"], "attention_mask": torch.ones_like(batch["input_ids"])}
+
+
+def compare_batches(got, expected) -> str | None:
+    """Same keys, and each tensor equal to the reference's (shape and values)."""
+    if not isinstance(got, dict):
+        return f"expected a dict with keys {sorted(expected)}, got {type(got).__name__}"
+    if set(got) != set(expected):
+        return f"expected the keys {sorted(expected)}, got {sorted(got)}"
+    for key in expected:
+        problem = compare_outputs(got[key], expected[key])
+        if problem:
+            return f"{key}: {problem}"
+    return None
+
+
+register(Exercise(
+    name="00.batch",
+    title="build the batch dict a model takes",
+    reference=make_batch,
+    cases=[
+        Case(([[101, 7592, 102], [101, 7592, 2088, 999, 102]],), label="two texts of different lengths"),
+        Case(([[101, 2204, 3185, 102]],), label="a single text (it still needs a batch dimension)"),
+        Case(([[5, 6], [7, 8, 9, 10], [11]],), {"pad_id": 3}, label="three texts, pad_id=3"),
+        Case(([[1, 2, 3], [4, 5, 6]],), label="texts of equal length (no padding)"),
+    ],
+    mistakes=[
+        Mistake(_batch_with_inverted_mask,
+                "attention_mask is 1 for the real tokens and 0 for the padding, not the other way round."),
+        Mistake(_batch_padded_left,
+                "BERT-style models pad on the right: the real token ids first, then pad_id up to the longest text."),
+        Mistake(_batch_with_mask_of_ones,
+                "the padding positions must get 0 in attention_mask, otherwise the model attends to [PAD] tokens."),
+    ],
+    compare=compare_batches,
+))
+
+
+# ----------------------------------------------------------------------------------------------- 00.softmax
+def probabilities(logits: Tensor) -> Tensor:
+    """Softmax over the classes: (B, C) logits -> (B, C) probabilities, each row summing to 1."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or not logits.is_floating_point():
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"expected float logits of shape (batch, classes), got {shape}")
+    shifted = logits - logits.max(dim=-1, keepdim=True).values  # (B, C), largest is 0: exp cannot overflow
+    exp = shifted.exp()  # (B, C)
+    return exp / exp.sum(dim=-1, keepdim=True)  # (B, C)
+
+
+register(Exercise(
+    name="00.softmax",
+    title="turn logits into probabilities",
+    reference=probabilities,
+    cases=[
+        Case((torch.tensor([[-1.3497, 1.7602], [0.9654, -1.2710], [-0.1744, 0.2572]]),),
+             label="the sentiment model's logits for three texts"),
+        Case((torch.tensor([[2.0, -1.0, 0.5], [-3.0, -3.0, -2.0]]),), label="two texts, three classes"),
+        Case((torch.tensor([[0.3, -0.2, 1.7, 0.0]]),), label="a single text, four classes"),
+        Case((torch.tensor([[1000.0, 1001.0, 999.0], [-5.0, 0.0, 5.0]]),), label="very large logits"),
+    ],
+    mistakes=[
+        Mistake(lambda z: torch.softmax(z, dim=0),
+                "normalise each row (dim=-1): one probability distribution per text, over its classes."),
+        Mistake(lambda z: z.exp(),
+                "after exp, divide each row by its sum so that the probabilities of a text add up to 1."),
+        Mistake(lambda z: z / z.sum(dim=-1, keepdim=True),
+                "exponentiate first: logits can be negative, and softmax is exp(z) / sum(exp(z))."),
+        Mistake(lambda z: z.exp() / z.exp().sum(dim=-1, keepdim=True),
+                "exp(1000) overflows to inf: subtract each row's maximum before exp (the result does not change)."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 00.labels
+def predicted_labels(logits: Tensor, id2label: dict[int, str]) -> list[str]:
+    """The name of the highest-scoring class of each row of (B, C) logits, via ``id2label``."""
+    if not isinstance(logits, Tensor) or logits.dim() != 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"expected logits of shape (batch, classes), got {shape}")
+    ids = logits.argmax(dim=-1).tolist()  # (B,) class ids
+    unknown = sorted({i for i in ids if i not in id2label})
+    if unknown:
+        raise ValueError(f"id2label has no name for class id(s) {unknown}; it knows {sorted(id2label)}")
+    return [id2label[i] for i in ids]
+
+
+_MOVIE = {0: "rotten", 1: "fresh"}
+_TWEETS = {0: "negative", 1: "neutral", 2: "positive"}
+
+register(Exercise(
+    name="00.labels",
+    title="map predictions to label names",
+    reference=predicted_labels,
+    cases=[
+        Case((torch.tensor([[-1.3497, 1.7602], [0.9654, -1.2710], [-0.1744, 0.2572]]), _MOVIE),
+             label="three movie reviews (0 = rotten, 1 = fresh)"),
+        Case((torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5], [-1.0, -2.0, 0.2], [0.0, 1.0, 0.9]]), _TWEETS),
+             label="four tweets, three classes"),
+        Case((torch.tensor([[0.7, -0.7]]), _MOVIE), label="a single review"),
+    ],
+    mistakes=[
+        Mistake(lambda z, names: [sorted(names.values())[i] for i in z.argmax(-1).tolist()],
+                "look names up by id in id2label; alphabetical order of the names (which is also the order of "
+                "label2id in config.json) is not the order of the class ids."),
+        Mistake(lambda z, names: [names[i] for i in z.argmax(0).tolist()],
+                "take argmax over the classes (dim=-1): one predicted class per text, not per class."),
+        Mistake(lambda z, names: z.argmax(-1).tolist(),
+                "argmax gives class ids; map each id to its name with id2label[id]."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 00.parameters
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of values in the model's parameters (each shared tensor once); optionally only trainable ones."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _models() -> dict[str, nn.Module]:
+    """Small models whose counts tell the usual mistakes apart (built once, weights irrelevant)."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    frozen = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    frozen[0].requires_grad_(False)
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+    tied[1].weight = tied[0].weight  # one (10, 4) tensor used twice, like tied input/output embeddings
+    models = {
+        "linear": nn.Linear(4, 3),
+        "mlp": nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 2))),
+        "norm": nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)),
+        "tied": tied,
+        "frozen": frozen,
+    }
+    torch.random.set_rng_state(generator_state)
+    return models
+
+
+_M = _models()
+
+register(Exercise(
+    name="00.parameters",
+    title="count a model's parameters",
+    reference=count_parameters,
+    cases=[
+        Case((_M["linear"],), label="nn.Linear(4, 3)"),
+        Case((_M["mlp"],), label="a small MLP with a nested nn.Sequential"),
+        Case((_M["norm"],), label="Linear + BatchNorm1d (BatchNorm keeps running statistics as buffers)"),
+        Case((_M["tied"],), label="an embedding tied to the output layer (one shared weight)"),
+        Case((_M["frozen"],), {"trainable_only": True}, label="first layer frozen, trainable_only=True"),
+        Case((_M["frozen"],), {"trainable_only": False}, label="first layer frozen, trainable_only=False"),
+    ],
+    mistakes=[
+        Mistake(lambda m, trainable_only=False: len(list(m.parameters())),
+                "that is the number of parameter tensors; add up p.numel(), the number of values in each."),
+        Mistake(lambda m, trainable_only=False: sum(p.numel() for sub in m.modules() for p in sub.parameters()),
+                "model.parameters() already includes every submodule; looping over modules() counts nested "
+                "layers again."),
+        Mistake(lambda m, trainable_only=False: sum(p.numel() for p in m.parameters()),
+                "with trainable_only=True, count only the parameters with requires_grad=True."),
+        Mistake(lambda m, trainable_only=False: sum(v.numel() for v in m.state_dict().values()),
+                "state_dict() also holds buffers (BatchNorm's running statistics) and lists a shared weight under "
+                "every name; count model.parameters() instead."),
+    ],
+))

@@ -1,0 +1,94 @@
+"""Re-execute lesson notebooks in place, in the canonical quick profile, and record their cost.
+
+    .venv/bin/python scripts/execute_notebooks.py                # every notebook, in course order
+    .venv/bin/python scripts/execute_notebooks.py notebooks/00_behind_the_pipeline.ipynb
+
+Each run uses a fresh kernel of this interpreter with COURSE_PROFILE=quick, the CPU, 2 threads,
+PYTHONHASHSEED=0 and the network guard on. The notebook's metadata then records the profile and a hash
+of every code cell (``tests/test_notebooks.py`` checks them); wall time, kernel CPU time and peak kernel
+memory go to ``docs/timings.json``, and ``docs/timings.md`` is re-rendered.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import nbtools  # noqa: E402
+import timings  # noqa: E402
+
+PROFILE = "quick"
+
+
+def execute(path: Path, cell_timeout: int = nbtools.CELL_TIMEOUT_S) -> dict:
+    """Run ``path`` top to bottom and write it back with outputs; returns its timing entry."""
+    import nbformat
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    from nbval.kernel import CURRENT_ENV_KERNEL_NAME, NbvalKernelspecManager
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # wall-clock stamps from other tools: noise in diffs
+    km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME, kernel_spec_manager=NbvalKernelspecManager())
+    client = NotebookClient(nb, km=km, timeout=cell_timeout, record_timing=False, allow_errors=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    with nbtools.ProcessTreeSampler() as sampler:
+        try:
+            client.execute(env=nbtools.kernel_environment(PROFILE))
+        except CellExecutionError as error:
+            failed = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and any(
+                out.get("output_type") == "error" for out in cell.get("outputs", []))), "?")
+            raise SystemExit(f"{path.name}: cell index {failed} raised an error; the notebook was NOT "
+                             f"written.\n{error}") from None
+    wall = time.perf_counter() - start
+    nb.metadata[nbtools.METADATA_KEY] = {"executed": nbtools.execution_record(nb, PROFILE)}
+    nbformat.write(nb, path)
+    return {
+        "wall_s": round(wall, 1),
+        "kernel_cpu_s": round(sampler.cpu_seconds, 1),
+        "peak_rss_mb": round(sampler.peak_rss_bytes / 2**20),
+        "device": "cpu",
+        "threads": int(nbtools.kernel_environment(PROFILE)["OMP_NUM_THREADS"]),
+        "date": datetime.date.today().isoformat(),
+        **nbtools.machine_description(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all of notebooks/)")
+    parser.add_argument("--cell-timeout", type=int, default=nbtools.CELL_TIMEOUT_S, help="seconds per cell")
+    parser.add_argument("--no-timings", action="store_true", help="do not update docs/timings.json")
+    args = parser.parse_args(argv)
+
+    try:
+        notebooks = nbtools.course_notebooks(args.notebooks)
+    except FileNotFoundError as error:
+        parser.error(str(error))
+    if not notebooks:
+        print(f"no notebooks found in {nbtools.NOTEBOOK_DIR}")
+        return 0
+    os.chdir(nbtools.REPO)
+    for path in notebooks:
+        print(f"executing {path.relative_to(nbtools.REPO)} (profile {PROFILE}) ...", flush=True)
+        entry = execute(path, args.cell_timeout)
+        print(f"  done: {entry['wall_s']:.0f} s wall, {entry['kernel_cpu_s']:.0f} s kernel CPU, "
+              f"peak kernel memory {entry['peak_rss_mb']} MB", flush=True)
+        if not args.no_timings:
+            nbtools.record_timing(path.name, PROFILE, entry)
+    if not args.no_timings:
+        timings.write_markdown()
+        print(f"updated {nbtools.TIMINGS_JSON.relative_to(nbtools.REPO)} and docs/timings.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
