@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lab test test-fast doctor prepare execute book serve-book bench editions slides timings lock clean
+.PHONY: setup lab test test-fast doctor prepare execute book serve-book bench editions slides timings clean
 
 setup: $(STAMP)
 
@@ -56,3 +56,11 @@ execute: setup
 ## Render docs/timings.md from docs/timings.json.
 timings: setup
 	$(PY) scripts/timings.py
+
+## Build the course website into book/_build/html (offline, warnings are errors).
+book: setup
+	bash scripts/build_book.sh
+
+## Serve the built website on http://localhost:8000.
+serve-book:
+	$(PY) scripts/serve_book.py $(SERVE_ARGS)

@@ -1,0 +1,214 @@
+"""Sphinx extension for the course website: folded solutions, MathJax served locally, optional includes.
+
+Loaded by Jupyter Book through `sphinx.local_extensions` in book/_config.yml.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+from importlib import metadata
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+from sphinx.util.docutils import SphinxDirective
+
+logger = logging.getLogger(__name__)
+
+SOLUTION_TAG = "solution"
+SOLUTION_PROMPTS = {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}
+
+# MathJax 3 comes from this PyPI package (its files only: the package itself is not a usable extension).
+MATHJAX_DIST = "sphinx-mathjax-offline"
+MATHJAX_DIR_IN_DIST = "sphinx-mathjax-offline/static/mathjax"
+MATHJAX_ENTRY = "tex-chtml.js"
+# What the TeX-input, HTML-output component loads lazily (extensions, fonts, menu, accessibility).
+MATHJAX_PARTS = [MATHJAX_ENTRY, "input", "output/chtml.js", "output/chtml", "ui", "a11y", "sre", "adaptors"]
+
+
+def fold_solutions(notebook: dict) -> int:
+    """Give every code cell tagged "solution" the hide-cell behaviour with solution prompts; return how many."""
+    folded = 0
+    for cell in notebook.get("cells", []):
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.get("cell_type") != "code" or SOLUTION_TAG not in tags:
+            continue
+        cell["metadata"]["tags"] = [*tags, "hide-cell"] if "hide-cell" not in tags else tags
+        cell["metadata"].setdefault("mystnb", {}).update(SOLUTION_PROMPTS)
+        folded += 1
+    return folded
+
+
+def drop_widget_state(notebook: dict) -> None:
+    """Remove saved ipywidgets state, which would make the page load the widget manager from a CDN."""
+    notebook.get("metadata", {}).pop("widgets", None)
+
+
+def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
+    if not str(app.env.doc2path(docname)).endswith(".ipynb"):
+        return
+    notebook = json.loads(source[0])
+    fold_solutions(notebook)
+    drop_widget_state(notebook)
+    source[0] = json.dumps(notebook, ensure_ascii=False)
+
+
+def mathjax_source() -> Path:
+    """The folder holding MathJax 3's components, from the installed PyPI package."""
+    try:
+        folder = Path(metadata.distribution(MATHJAX_DIST).locate_file(MATHJAX_DIR_IN_DIST))
+    except metadata.PackageNotFoundError:
+        folder = None
+    if folder is None or not (folder / MATHJAX_ENTRY).is_file():
+        raise ExtensionError(
+            f"MathJax files not found: expected the package {MATHJAX_DIST} (with {MATHJAX_DIR_IN_DIST}/"
+            f"{MATHJAX_ENTRY}); install it with `pip install --no-deps {MATHJAX_DIST}==0.0.2`."
+        )
+    return folder
+
+
+def use_local_mathjax(app: Sphinx, config) -> None:
+    mathjax_source()  # fail at the start of the build, not after it
+    config.mathjax_path = f"mathjax/{MATHJAX_ENTRY}"  # relative, so Sphinx serves it from _static/
+
+
+def copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    source, target = mathjax_source(), Path(app.outdir) / "_static" / "mathjax"
+    for part in MATHJAX_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part, dirs_exist_ok=True)
+        elif (source / part).is_file():
+            (target / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / part, target / part)
+
+
+# Attributes through which a page loads something by itself (links a reader clicks are not loads).
+LOADING_ATTRIBUTES = {"script": "src", "img": "src", "iframe": "src", "source": "src", "audio": "src",
+                      "video": "src", "track": "src", "embed": "src", "object": "data", "input": "src"}
+LOADING_LINK_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon", "shortcut", "manifest",
+                     "apple-touch-icon", "dns-prefetch", "preconnect"}
+CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])(https?:)?//""", re.IGNORECASE)
+# In inline scripts: URLs of code, styles or fonts, or on a CDN host (XML namespaces and plain links pass).
+SCRIPT_URL = re.compile(r"""https?://[^\s"'<>)\\]+""")
+RESOURCE_SUFFIXES = (".js", ".css", ".woff", ".woff2", ".ttf", ".otf")
+CDN_HOSTS = re.compile(r"cdn|unpkg|jsdelivr|googleapis|gstatic|cloudflare")
+
+
+def is_external(url: str) -> bool:
+    return url.startswith("//") or urlsplit(url).scheme in ("http", "https")
+
+
+class _ExternalResourceFinder(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        wanted = LOADING_ATTRIBUTES.get(tag)
+        if wanted and is_external(values.get(wanted, "")):
+            self.found.append(f"<{tag} {wanted}={values[wanted]}>")
+        if tag == "link" and LOADING_LINK_RELS & set(values.get("rel", "").lower().split()):
+            if is_external(values.get("href", "")):
+                self.found.append(f"<link href={values['href']}>")
+        if CSS_URL.search(values.get("style", "")):
+            self.found.append(f"<{tag} style=...url(http...)>")
+        self._in_script = tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if not self._in_script:
+            return
+        if CSS_URL.search(data):
+            self.found.append("url(http...) in an inline style")
+        for url in SCRIPT_URL.findall(data):
+            host, path = urlsplit(url).netloc, urlsplit(url).path
+            if CDN_HOSTS.search(host) or path.endswith(RESOURCE_SUFFIXES):
+                self.found.append(f"{url} in an inline script")
+
+
+def external_resources(html: str) -> list[str]:
+    """What an HTML page would load from another host by itself (scripts, styles, fonts, images, frames)."""
+    finder = _ExternalResourceFinder()
+    finder.feed(html)
+    return finder.found
+
+
+def report_external_resources(app: Sphinx, exception: Exception | None) -> None:
+    """Warn (an error under -W) about any built page or style sheet that would load from the web."""
+    if exception is not None or app.builder.format != "html":
+        return
+    outdir = Path(app.outdir)
+    for path in sorted(outdir.rglob("*.html")):
+        if "_sources" in path.parts:
+            continue
+        for item in sorted(set(external_resources(path.read_text(encoding="utf-8", errors="replace")))):
+            logger.warning("%s loads from the web: %s", path.relative_to(outdir), item[:200],
+                           type="course", subtype="offline")
+    for path in sorted((outdir / "_static").rglob("*.css")):
+        if CSS_URL.search(path.read_text(encoding="utf-8", errors="replace")):
+            logger.warning("%s loads from the web (url(http...))", path.relative_to(outdir),
+                           type="course", subtype="offline")
+
+
+def thebe_enabled(app: Sphinx) -> bool:
+    return bool(app.config.html_theme_options.get("launch_buttons", {}).get("thebe"))
+
+
+def drop_thebe_loader(app: Sphinx, pagename: str, templatename: str, context: dict, doctree) -> None:
+    """With Thebe off, leave out its loader script, which names a CDN address (nothing else uses it)."""
+    if thebe_enabled(app) or "script_files" not in context:
+        return
+
+    def is_thebe(script) -> bool:
+        return "thebe" in str(script.filename or "") or "THEBE_JS_URL" in script.attributes.get("body", "")
+
+    context["script_files"] = [script for script in context["script_files"] if not is_thebe(script)]
+
+
+def without_title(lines: list[str]) -> list[str]:
+    """Drop a leading level-1 heading: the section around the directive already names the content."""
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    if start < len(lines) and lines[start].startswith("# "):
+        return lines[start + 1:]
+    return lines
+
+
+class IncludeIfPresent(SphinxDirective):
+    """Include a Markdown file (without its title) when it exists; otherwise show the directive's content."""
+
+    required_arguments = 1
+    has_content = True
+
+    def run(self) -> list[nodes.Node]:
+        relative, absolute = self.env.relfn2path(self.arguments[0], self.env.docname)
+        self.env.note_dependency(relative)  # a file appearing or changing rebuilds the page
+        path = Path(absolute)
+        if path.is_file():
+            lines = StringList(without_title(path.read_text(encoding="utf-8").splitlines()), source=str(path))
+        else:
+            lines = self.content
+        container = nodes.container(classes=["include-if-present"])
+        self.state.nested_parse(lines, self.content_offset, container, match_titles=True)
+        return container.children
+
+
+def setup(app: Sphinx) -> dict:
+    app.connect("config-inited", use_local_mathjax)
+    app.connect("source-read", on_source_read)
+    app.connect("build-finished", copy_mathjax)
+    app.connect("build-finished", report_external_resources)
+    app.connect("html-page-context", drop_thebe_loader)
+    app.add_directive("include-if-present", IncludeIfPresent)
+    return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}
