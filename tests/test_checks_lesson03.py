@@ -1,0 +1,181 @@
+"""Lesson 03 exercises: references agree with torch / transformers, and the checker explains each mistake."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.checks import check, get_exercise
+from course_lib.checks.lesson03 import feed_forward, layer_norm, post_ln_block, sinusoidal_positions
+
+EXERCISES = ["03.feed_forward", "03.layer_norm", "03.post_ln_block", "03.sinusoidal"]
+
+
+# ------------------------------------------------------------------ the checker on each exercise
+@pytest.mark.parametrize("name", EXERCISES)
+def test_reference_solution_passes_its_check(name):
+    result = check(name, get_exercise(name).reference)
+    assert result.passed, result.message
+    assert result.message.startswith(f"[passed] {name}")
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_each_known_mistake_is_rejected_with_its_own_hint(name):
+    exercise = get_exercise(name)
+    assert len(exercise.mistakes) >= 2
+    for mistake in exercise.mistakes:
+        result = check(name, mistake.wrong)
+        assert not result.passed, f"{name}: a known mistake passed the check"
+        assert result.hint == mistake.hint, f"{name}: expected hint {mistake.hint!r}, got {result.hint!r}"
+        assert "Hint: " + mistake.hint in result.message
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_unfinished_stub_is_told_it_is_not_done_yet(name):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {name}: fill me in")
+
+    result = check(name, stub)
+    assert not result.passed and "not done yet" in result.message
+
+
+def test_correct_answers_written_differently_also_pass():
+    assert check("03.layer_norm", lambda x, w, b, eps=1e-5: F.layer_norm(x, x.shape[-1:], w, b, eps)).passed
+    assert check("03.feed_forward", lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2)).passed
+    assert check("03.post_ln_block", lambda x, sublayer, norm: norm(sublayer(x) + x)).passed
+
+    def sinusoidal_with_loops(num_positions, dim, base=10000.0):
+        table = torch.zeros(num_positions, dim)
+        for p in range(num_positions):
+            for i in range(0, dim, 2):
+                table[p, i] = math.sin(p / base ** (i / dim))
+                table[p, i + 1] = math.cos(p / base ** (i / dim))
+        return table
+
+    assert check("03.sinusoidal", sinusoidal_with_loops).passed
+
+
+def test_wrong_answer_outside_the_known_mistakes_fails_without_a_hint():
+    result = check("03.layer_norm", lambda x, w, b, eps=1e-5: x * w + b)
+    assert not result.passed and result.hint is None and "on a batch of 2 texts" in result.message
+
+
+def test_a_function_that_crashes_gets_a_message_not_an_exception():
+    result = check("03.feed_forward", lambda x, w1, b1, w2, b2: F.gelu(x @ w1 + b1) @ w2 + b2)  # no transposes
+    assert not result.passed and "raised RuntimeError" in result.message
+
+
+# ------------------------------------------------------------------ references against the real libraries
+def test_layer_norm_equals_torch_layer_norm_on_random_and_real_hidden_states(hf_encoder, tokenizer):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 16, generator=generator) * 3 + 1
+    torch_norm = nn.LayerNorm(16, eps=1e-5)
+    with torch.no_grad():
+        torch_norm.weight.normal_(1.0, 0.2, generator=generator)
+        torch_norm.bias.normal_(0.0, 0.2, generator=generator)
+    torch.testing.assert_close(layer_norm(x, torch_norm.weight, torch_norm.bias, eps=1e-5), torch_norm(x))
+
+    batch = tokenizer(["A warm, funny film.", "The plot is a mess."], padding=True, return_tensors="pt")
+    embeddings = hf_encoder.embeddings
+    with torch.no_grad():
+        summed = (embeddings.word_embeddings(batch["input_ids"]) + embeddings.token_type_embeddings(
+            batch["token_type_ids"]) + embeddings.position_embeddings.weight[: batch["input_ids"].shape[1]])
+        ours = layer_norm(summed, embeddings.LayerNorm.weight, embeddings.LayerNorm.bias,
+                          eps=embeddings.LayerNorm.eps)
+        theirs = embeddings(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"])
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_feed_forward_equals_the_first_bert_layer_intermediate_and_output_dense(hf_encoder):
+    layer = hf_encoder.encoder.layer[0]
+    x = torch.randn(2, 7, hf_encoder.config.hidden_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        theirs = layer.output.dense(layer.intermediate(x))  # (2, 7, 384), without the residual and LayerNorm
+        ours = feed_forward(x, layer.intermediate.dense.weight, layer.intermediate.dense.bias,
+                            layer.output.dense.weight, layer.output.dense.bias)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_feed_forward_transforms_each_token_on_its_own():
+    generator = torch.Generator().manual_seed(2)
+    ffn = nn.Sequential(nn.Linear(6, 24), nn.GELU(), nn.Linear(24, 6))
+    x = torch.randn(2, 5, 6, generator=generator)
+    weights = (ffn[0].weight, ffn[0].bias, ffn[2].weight, ffn[2].bias)
+    with torch.no_grad():
+        whole = feed_forward(x, *weights)
+        one_token = feed_forward(x[1, 3], *weights)  # (6,): a single position, no batch or token axis
+        torch.testing.assert_close(whole, ffn(x))
+    torch.testing.assert_close(whole[1, 3], one_token)
+
+
+def test_two_post_ln_blocks_reproduce_a_whole_bert_layer(hf_encoder):
+    layer = hf_encoder.encoder.layer[2]
+    x = torch.randn(2, 6, hf_encoder.config.hidden_size, generator=torch.Generator().manual_seed(3))
+
+    def self_attention(h):  # (B, T, D) -> (B, T, D): attention and its output projection, no residual
+        return layer.attention.output.dense(layer.attention.self(h)[0])
+
+    def feed_forward_sublayer(h):
+        return layer.output.dense(layer.intermediate(h))
+
+    with torch.no_grad():
+        h = post_ln_block(x, self_attention, layer.attention.output.LayerNorm)
+        ours = post_ln_block(h, feed_forward_sublayer, layer.output.LayerNorm)
+        theirs = layer(x)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_post_ln_block_equals_torch_transformer_layer_halves():
+    torch.manual_seed(4)
+    torch_layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
+                                             norm_first=False).eval()
+    x = torch.randn(2, 5, 8)
+
+    def attention(h):
+        return torch_layer.self_attn(h, h, h, need_weights=False)[0]
+
+    def mlp(h):
+        return torch_layer.linear2(torch.relu(torch_layer.linear1(h)))
+
+    with torch.no_grad():
+        ours = post_ln_block(post_ln_block(x, attention, torch_layer.norm1), mlp, torch_layer.norm2)
+        torch.testing.assert_close(ours, torch_layer(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dim", [2, 8, 384])
+def test_sinusoidal_positions_follow_the_published_formula(dim):
+    table = sinusoidal_positions(64, dim)
+    for position in (0, 1, 17, 63):
+        for i in range(dim // 2):
+            angle = position / 10000 ** (2 * i / dim)
+            assert table[position, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+            assert table[position, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+def test_sinusoidal_similarity_depends_only_on_the_offset_between_positions():
+    table = sinusoidal_positions(100, 64).double()
+    gram = table @ table.T  # (P, P): sum_i cos(w_i (p - q)), a function of p - q alone
+    for offset in (1, 5, 30):
+        diagonal = torch.diagonal(gram, offset=offset)
+        torch.testing.assert_close(diagonal, torch.full_like(diagonal, diagonal[0].item()), atol=1e-4, rtol=0)
+    assert torch.allclose(torch.diagonal(gram), torch.full((100,), 32.0, dtype=torch.float64))  # sin^2 + cos^2
+
+
+# ------------------------------------------------------------------ clear errors on bad input
+def test_bad_inputs_get_errors_that_name_what_was_expected():
+    x = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=r"weight and bias of shape \(4,\).*got \(5,\) and \(4,\)"):
+        layer_norm(x, torch.ones(5), torch.zeros(4))
+    with pytest.raises(TypeError, match="floating tensor"):
+        layer_norm(torch.ones(2, 4, dtype=torch.long), torch.ones(4), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"w1 of shape \(I, 4\)"):
+        feed_forward(x, torch.ones(4, 16), torch.ones(16), torch.ones(4, 16), torch.ones(4))
+    with pytest.raises(ValueError, match=r"w2 of shape \(4, 16\)"):
+        feed_forward(x, torch.ones(16, 4), torch.ones(16), torch.ones(16, 4), torch.ones(4))
+    with pytest.raises(ValueError, match=r"input's shape \(2, 3, 4\), got \(2, 3, 8\)"):
+        post_ln_block(x, nn.Linear(4, 8), nn.LayerNorm(4))
+    with pytest.raises(ValueError, match="even dim"):
+        sinusoidal_positions(10, 7)
