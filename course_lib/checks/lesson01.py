@@ -1,0 +1,249 @@
+"""Exercises of lesson 01 (tokenization): one-hot characters, greedy WordPiece, one BPE merge, attention masks."""
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from course_lib.checks import Case, Exercise, Mistake, compare_outputs, register
+from course_lib.tokenization import merge_pair, one_hot, wordpiece
+
+
+# ----------------------------------------------------------------------------------------------- 01.char_one_hot
+def char_one_hot(text: str, vocab: Sequence[str]) -> Tensor:
+    """One row per character of ``text``: (T, V) int64, a 1 at the character's position in ``vocab``."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    index = {char: i for i, char in enumerate(vocab)}
+    missing = sorted(set(text) - set(index))
+    if missing:
+        raise ValueError(f"characters not in the vocabulary: {missing}; the vocabulary has {len(index)} characters")
+    ids = torch.tensor([index[char] for char in text], dtype=torch.long)  # (T,)
+    return one_hot(ids, num_classes=len(index))  # (T, V)
+
+
+def _char_ids(text, vocab):
+    return torch.tensor([list(vocab).index(char) for char in text], dtype=torch.long)  # (T,)
+
+
+def compare_one_hot(got, expected) -> str | None:
+    """Same shape and values as the reference, and the same integer dtype as ``F.one_hot`` (int64)."""
+    problem = compare_outputs(got, expected)
+    if problem is None and got.dtype != expected.dtype:
+        return f"expected dtype {expected.dtype} (like F.one_hot), got {got.dtype}"
+    return problem
+
+
+_LETTERS = list("abcdefgh")
+_LOWER = list(" abcdefghijklmnopqrstuvwxyz.")
+
+register(Exercise(
+    name="01.char_one_hot",
+    title="one-hot vectors for the characters of a text",
+    reference=char_one_hot,
+    cases=[
+        Case(("abbacab", _LETTERS), label="'abbacab' with the vocabulary a..h (7 characters, 8 in the vocabulary)"),
+        Case(("a fine gem.", _LOWER), label="'a fine gem.' with a vocabulary of space, a..z and '.'"),
+        Case(("b", ["a", "b"]), label="one character, a vocabulary of two"),
+        Case(("", _LETTERS), label="an empty text: shape (0, len(vocab))"),
+    ],
+    mistakes=[
+        Mistake(lambda text, vocab: F.one_hot(_char_ids(text, vocab), num_classes=len(text)),
+                "num_classes is the size of the vocabulary, len(vocab), the same for every text; len(text) is the "
+                "number of rows."),
+        Mistake(lambda text, vocab: F.one_hot(_char_ids(text, vocab)),
+                "without num_classes, F.one_hot makes each vector only (largest id in this text + 1) long; pass "
+                "num_classes=len(vocab) so that every text gets vectors of the same length."),
+        Mistake(lambda text, vocab: F.one_hot(_char_ids(text, vocab), num_classes=len(vocab)).T,
+                "one row per character: the shape is (len(text), len(vocab)); you returned the transpose."),
+        Mistake(lambda text, vocab: F.one_hot(_char_ids(text, vocab), num_classes=len(vocab)).float(),
+                "keep the integer dtype of F.one_hot (torch.long); if you fill a matrix yourself, create it with "
+                "torch.zeros(..., dtype=torch.long)."),
+    ],
+    compare=compare_one_hot,
+))
+
+
+# ----------------------------------------------------------------------------------------------- 01.greedy_wordpiece
+def greedy_wordpiece(word: str, vocab) -> list[str]:
+    """Greedy longest-match-first pieces of one word; ``["[UNK]"]`` if some position has no piece in ``vocab``."""
+    if not isinstance(word, str):
+        raise TypeError(f"word must be a str, got {type(word).__name__}")
+    return wordpiece(word, vocab, unk_token="[UNK]")
+
+
+def _shortest_first(word, vocab):
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(start + 1, len(word) + 1):  # shortest candidate first
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocab:
+                break
+        else:
+            return ["[UNK]"]
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
+def _without_continuation_prefix(word, vocab):
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            if word[start:end] in vocab:  # no "##" for pieces inside the word
+                break
+        else:
+            return ["[UNK]"]
+        pieces.append(word[start:end])
+        start = end
+    return pieces
+
+
+def _partial_pieces(word, vocab):
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocab:
+                break
+        else:
+            return pieces + ["[UNK]"]  # keeps the pieces found so far
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
+# A few tokens of the course encoder's vocabulary, including shorter "distractor" pieces.
+SMALL_VOCAB = frozenset([
+    "u", "un", "una", "##n", "##a", "##f", "##ff", "##ffa", "##b", "##bl", "##ble", "##able", "##l", "##e",
+    "over", "long", "##lo", "##long", "movie", "go", "##go", "##er", "##ers", "watch", "able", "gem", "g", "ge",
+])
+
+register(Exercise(
+    name="01.greedy_wordpiece",
+    title="greedy longest-match-first WordPiece for one word",
+    reference=greedy_wordpiece,
+    cases=[
+        Case(("unaffable", SMALL_VOCAB), label="'unaffable' with SMALL_VOCAB"),
+        Case(("overlong", SMALL_VOCAB), label="'overlong' with SMALL_VOCAB"),
+        Case(("moviegoers", SMALL_VOCAB), label="'moviegoers' with SMALL_VOCAB"),
+        Case(("gem🙂", SMALL_VOCAB), label="'gem🙂' with SMALL_VOCAB (no piece for the emoji)"),
+        Case(("watchable", SMALL_VOCAB), label="'watchable' with SMALL_VOCAB"),
+        Case(("able", SMALL_VOCAB), label="'able', a whole word in SMALL_VOCAB"),
+        Case(("🙂", SMALL_VOCAB), label="'🙂' alone"),
+    ],
+    mistakes=[
+        Mistake(_shortest_first,
+                "try the longest candidate first (end = len(word), then shorter) and keep the first one found in "
+                "the vocabulary; starting from one character gives many tiny pieces."),
+        Mistake(_without_continuation_prefix,
+                "a piece that continues a word is looked up, and returned, with the '##' prefix ('##ffa', not "
+                "'ffa'; '##long', not 'long'); only the first piece of a word has none."),
+        Mistake(_partial_pieces,
+                "when no piece fits at some position, the whole word becomes a single '[UNK]': return ['[UNK]'] "
+                "and drop the pieces found before it."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 01.bpe_merge
+def bpe_merge(tokens: Sequence[Hashable], pair: tuple, new_token: Hashable) -> list:
+    """Replace every occurrence of ``pair`` in ``tokens``, scanning left to right, by ``new_token``."""
+    if not isinstance(pair, tuple) or len(pair) != 2:
+        raise ValueError(f"pair must be a tuple of two tokens, got {pair!r}")
+    return merge_pair(list(tokens), pair, new_token)
+
+
+def _merge_without_skipping(tokens, pair, new_token):
+    merged = []
+    for i in range(len(tokens)):
+        if i + 1 < len(tokens) and (tokens[i], tokens[i + 1]) == pair:
+            merged.append(new_token)  # the pair's second token is visited again next
+        else:
+            merged.append(tokens[i])
+    return merged
+
+
+def _merge_first_only(tokens, pair, new_token):
+    tokens = list(tokens)
+    for i in range(len(tokens) - 1):
+        if (tokens[i], tokens[i + 1]) == pair:
+            return tokens[:i] + [new_token] + tokens[i + 2:]
+    return tokens
+
+
+def _merge_in_joined_string(tokens, pair, new_token):
+    joined = " ".join(tokens).replace(f"{pair[0]} {pair[1]}", new_token)
+    return joined.split(" ") if joined else []
+
+
+register(Exercise(
+    name="01.bpe_merge",
+    title="apply one BPE merge to a list of tokens",
+    reference=bpe_merge,
+    cases=[
+        Case((list("lowlower"), ("l", "o"), "lo"), label="'l o w l o w e r', merge ('l', 'o')"),
+        Case((["a", "a", "a"], ("a", "a"), "aa"), label="overlapping pairs: 'a a a', merge ('a', 'a')"),
+        Case((["se", "e", "d"], ("e", "e"), "ee"), label="'se e d', merge ('e', 'e'): no such pair of tokens"),
+        Case(([116, 104, 101, 32, 116, 104, 101, 109], (116, 104), 256), label="token ids, merge (116, 104) -> 256"),
+        Case((["th", "e"], ("e", "r"), "er"), label="a pair that does not occur"),
+        Case(([], ("a", "b"), "ab"), label="an empty list"),
+    ],
+    mistakes=[
+        Mistake(_merge_without_skipping,
+                "after a merge, jump over both tokens of the pair (i += 2): the second one is now inside the new "
+                "token and must not be kept, nor start another pair."),
+        Mistake(_merge_first_only, "merge every occurrence of the pair, left to right, not only the first one."),
+        Mistake(_merge_in_joined_string,
+                "compare whole tokens, not text: in the joined string 'se e d', 'e e' also matches the end of 'se'. "
+                "Walk through the list and test (tokens[i], tokens[i + 1]) == pair."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 01.attention_mask
+def attention_mask_from_ids(input_ids: Tensor, pad_token_id: int) -> Tensor:
+    """(B, T) padded ids -> (B, T) int64 mask: 1 for every real token (specials included), 0 for padding."""
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        shape = tuple(input_ids.shape) if isinstance(input_ids, Tensor) else type(input_ids).__name__
+        raise ValueError(f"expected integer input_ids of shape (batch, tokens), got {shape}")
+    return (input_ids != pad_token_id).long()  # (B, T)
+
+
+_MINILM_BATCH = torch.tensor([  # three short reviews (see tests), padded by the course encoder's tokenizer
+    [101, 1037, 4010, 1010, 6057, 1998, 17950, 6051, 2143, 1012, 102, 0, 0],
+    [101, 2058, 10052, 1012, 102, 0, 0, 0, 0, 0, 0, 0, 0],
+    [101, 1996, 5436, 2003, 1037, 6752, 1998, 1996, 13198, 2196, 2455, 1012, 102],
+])
+_MINILM_MAX_LENGTH = torch.tensor([  # "Overlong." and "Unaffable!" padded to max_length=10
+    [101, 2058, 10052, 1012, 102, 0, 0, 0, 0, 0],
+    [101, 14477, 20961, 3468, 999, 102, 0, 0, 0, 0],
+])
+_GPT2_BATCH = torch.tensor([  # GPT-2 ids of three texts, padded with <|endoftext|> (id 50256)
+    [32, 4490, 36375, 13] + [50256] * 8,
+    [3118, 2001, 540, 0] + [50256] * 8,  # id 0 is the token "!"
+    [1212, 318, 257, 3223, 11, 39679, 11, 3360, 8258, 1310, 16840, 13],
+])
+
+register(Exercise(
+    name="01.attention_mask",
+    title="attention mask from padded token ids",
+    reference=attention_mask_from_ids,
+    cases=[
+        Case((_MINILM_BATCH, 0), label="three texts padded with [PAD] (id 0)"),
+        Case((_MINILM_BATCH[2:], 0), label="a single text without padding, shape (1, 13)"),
+        Case((_GPT2_BATCH, 50256), label="GPT-2 ids padded with id 50256 (there, id 0 is the real token '!')"),
+        Case((_MINILM_MAX_LENGTH, 0), label="two texts padded to max_length=10"),
+    ],
+    mistakes=[
+        Mistake(lambda ids, pad: (ids == pad).long(),
+                "it is the other way round: 1 for the real tokens the model should attend to, 0 for padding."),
+        Mistake(lambda ids, pad: ((ids != pad) & (ids != 101) & (ids != 102)).long(),
+                "[CLS] and [SEP] are real tokens that the model reads: only the padding positions get 0."),
+        Mistake(lambda ids, pad: (ids != 0).long(),
+                "use the pad_token_id argument instead of 0: not every tokenizer pads with id 0 (GPT-2 style "
+                "tokenizers often pad with <|endoftext|>, id 50256, and use id 0 for '!')."),
+    ],
+))

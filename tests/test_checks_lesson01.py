@@ -1,0 +1,173 @@
+"""Lesson 01 exercises: references agree with torch / transformers / tiktoken, and the checker explains mistakes."""
+from __future__ import annotations
+
+import pytest
+import regex
+import torch
+import torch.nn.functional as F
+
+from course_lib.assets import GPT2_PATTERN, gpt2_encoding, gpt2_ranks
+from course_lib.checks import check, get_exercise
+from course_lib.checks.lesson01 import (
+    SMALL_VOCAB,
+    attention_mask_from_ids,
+    bpe_merge,
+    char_one_hot,
+    greedy_wordpiece,
+)
+
+EXERCISES = ["01.char_one_hot", "01.greedy_wordpiece", "01.bpe_merge", "01.attention_mask"]
+
+
+# ------------------------------------------------------------------ the checker on each exercise
+@pytest.mark.parametrize("name", EXERCISES)
+def test_reference_solution_passes_its_check(name):
+    result = check(name, get_exercise(name).reference)
+    assert result.passed, result.message
+    assert result.message.startswith(f"[passed] {name}")
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_each_known_mistake_is_rejected_with_its_own_hint(name):
+    exercise = get_exercise(name)
+    assert len(exercise.mistakes) >= 2
+    for mistake in exercise.mistakes:
+        result = check(name, mistake.wrong)
+        assert not result.passed, f"{name}: a known mistake passed the check"
+        assert result.hint == mistake.hint, f"{name}: expected hint {mistake.hint!r}, got {result.hint!r}"
+        assert "Hint: " + mistake.hint in result.message
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_unfinished_stub_is_told_it_is_not_done_yet(name):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {name}: fill me in")
+
+    result = check(name, stub)
+    assert not result.passed and "not done yet" in result.message
+
+
+def test_correct_answers_written_differently_also_pass():
+    def one_hot_by_loop(text, vocab):
+        rows = torch.zeros(len(text), len(vocab), dtype=torch.long)
+        for row, char in enumerate(text):
+            rows[row, vocab.index(char)] = 1
+        return rows
+
+    def wordpiece_recursive(word, vocab, first=True):
+        if not word:
+            return []
+        for end in range(len(word), 0, -1):
+            piece = word[:end] if first else "##" + word[:end]
+            if piece in vocab:
+                rest = wordpiece_recursive(word[end:], vocab, first=False)
+                return ["[UNK]"] if rest == ["[UNK]"] else [piece] + rest
+        return ["[UNK]"]
+
+    def merge_with_while(tokens, pair, new_token):
+        tokens, i = list(tokens), 0
+        while i < len(tokens) - 1:
+            if (tokens[i], tokens[i + 1]) == pair:
+                tokens[i:i + 2] = [new_token]
+            i += 1
+        return tokens
+
+    assert check("01.char_one_hot", one_hot_by_loop).passed
+    assert check("01.greedy_wordpiece", wordpiece_recursive).passed
+    assert check("01.bpe_merge", merge_with_while).passed
+    assert check("01.attention_mask", lambda ids, pad: torch.where(ids == pad, 0, 1)).passed
+    assert check("01.attention_mask", lambda ids, pad: ids != pad).passed  # a bool mask is accepted too
+
+
+def test_wrong_answer_outside_the_known_mistakes_fails_without_a_hint():
+    result = check("01.bpe_merge", lambda tokens, pair, new_token: list(reversed(tokens)))
+    assert not result.passed and result.hint is None and "'l o w l o w e r'" in result.message
+
+
+# ------------------------------------------------------------------ references against the real libraries
+def test_char_one_hot_equals_torch_one_hot_on_a_course_text():
+    text = "This is a dark, gritty, sometimes funny little gem."
+    vocab = sorted(set(text)) + ["z", "!"]
+    ids = torch.tensor([vocab.index(char) for char in text])
+    expected = F.one_hot(ids, num_classes=len(vocab))  # (T, V)
+    got = char_one_hot(text, vocab)
+    assert got.dtype == expected.dtype == torch.int64
+    assert torch.equal(got, expected)
+    assert char_one_hot("", vocab).shape == (0, len(vocab))
+
+
+def test_small_vocabulary_is_part_of_the_encoders_and_greedy_pieces_equal_bert(tokenizer):
+    vocab = tokenizer.get_vocab()
+    assert SMALL_VOCAB <= set(vocab)
+    for case in get_exercise("01.greedy_wordpiece").cases:
+        word = case.args[0]
+        # Every longest match in the full vocabulary is in the small one, so the pieces are BERT's.
+        assert greedy_wordpiece(word, SMALL_VOCAB) == tokenizer.tokenize(word), word
+        assert greedy_wordpiece(word, vocab) == tokenizer.tokenize(word), word
+
+
+def test_greedy_wordpiece_with_the_full_vocabulary_equals_bert_on_long_words(tokenizer):
+    vocab = tokenizer.get_vocab()
+    words = ["unaffable", "moviegoers", "unwatchable", "documentarian", "hypnotically", "snoozefest",
+             "overlong", "czechoslovakia", "unfunny", "rewatchable"]
+    assert [greedy_wordpiece(w, vocab) for w in words] == [tokenizer.tokenize(w) for w in words]
+
+
+def _gpt2_bpe_with_whole_merges(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
+    """GPT-2's original algorithm: merge every occurrence of the best-ranked pair at once, with bpe_merge."""
+    tokens = [piece[i:i + 1] for i in range(len(piece))]
+    while len(tokens) > 1:
+        pairs = [(a, b) for a, b in zip(tokens, tokens[1:]) if a + b in ranks]
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: ranks[pair[0] + pair[1]])
+        tokens = bpe_merge(tokens, best, best[0] + best[1])
+    return tokens
+
+
+def test_repeated_bpe_merges_reproduce_tiktoken_gpt2():
+    encoding, ranks = gpt2_encoding(), gpt2_ranks()
+    texts = ["A grand immersion.", "aaaaaaa bbbbbbbb", "This is a dark, gritty, sometimes funny little gem.",
+             "Unaffable!!!   snoozefest... 1968-1969 Czechoslovakia", "naïve café 🤗 東京"]
+    for text in texts:
+        ids = [ranks[token] for piece in regex.findall(GPT2_PATTERN, text)
+               for token in _gpt2_bpe_with_whole_merges(piece.encode("utf-8"), ranks)]
+        assert ids == encoding.encode(text), text
+
+
+def test_attention_mask_cases_equal_the_real_tokenizers_masks(tokenizer):
+    cases = get_exercise("01.attention_mask").cases
+    texts = ["A warm, funny and beautifully acted film.", "Overlong.", "The plot is a mess and the jokes never land."]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    assert torch.equal(cases[0].args[0], batch["input_ids"])
+    assert torch.equal(attention_mask_from_ids(batch["input_ids"], tokenizer.pad_token_id), batch["attention_mask"])
+
+    short = tokenizer(["Overlong.", "Unaffable!"], padding="max_length", max_length=10, return_tensors="pt")
+    assert torch.equal(cases[3].args[0], short["input_ids"])
+    assert torch.equal(attention_mask_from_ids(short["input_ids"], tokenizer.pad_token_id), short["attention_mask"])
+
+    encoding = gpt2_encoding()
+    gpt2_texts = ["A grand immersion.", "Unaffable!", "This is a dark, gritty, sometimes funny little gem."]
+    rows = [encoding.encode(text) for text in gpt2_texts]
+    eot = encoding.eot_token
+    padded = torch.tensor([row + [eot] * (12 - len(row)) for row in rows])
+    assert torch.equal(cases[2].args[0], padded)
+    expected = torch.tensor([[1] * len(row) + [0] * (12 - len(row)) for row in rows])
+    assert torch.equal(attention_mask_from_ids(padded, eot), expected)
+    assert 0 in rows[1]  # "!" is GPT-2's token 0: a mask must not treat id 0 as padding there
+
+
+# ------------------------------------------------------------------ clear errors on bad input
+def test_bad_inputs_get_errors_that_name_what_was_expected():
+    with pytest.raises(ValueError, match=r"characters not in the vocabulary: \['z'\]"):
+        char_one_hot("abz", ["a", "b"])
+    with pytest.raises(TypeError, match="text must be a str, got list"):
+        char_one_hot(["a"], ["a"])
+    with pytest.raises(TypeError, match="word must be a str, got int"):
+        greedy_wordpiece(7, SMALL_VOCAB)
+    with pytest.raises(ValueError, match="pair must be a tuple of two tokens"):
+        bpe_merge(["a", "b"], ["a", "b"], "ab")
+    with pytest.raises(ValueError, match=r"shape \(batch, tokens\), got \(4,\)"):
+        attention_mask_from_ids(torch.tensor([101, 7, 102, 0]), 0)
+    with pytest.raises(ValueError, match=r"integer input_ids"):
+        attention_mask_from_ids(torch.zeros(2, 3), 0)
