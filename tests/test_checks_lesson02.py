@@ -1,0 +1,153 @@
+"""Lesson 02 exercises: references agree with torch / transformers, and the checker explains each mistake."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.checks import check, get_exercise
+from course_lib.checks.lesson02 import embedding_lookup, merge_heads, scaled_dot_product, split_heads
+
+EXERCISES = ["02.embedding_lookup", "02.scaled_dot_product", "02.split_heads", "02.merge_heads"]
+
+
+def _randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------ the checker on each exercise
+@pytest.mark.parametrize("name", EXERCISES)
+def test_reference_solution_passes_its_check(name):
+    result = check(name, get_exercise(name).reference)
+    assert result.passed, result.message
+    assert result.message.startswith(f"[passed] {name}")
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_each_known_mistake_is_rejected_with_its_own_hint(name):
+    exercise = get_exercise(name)
+    assert len(exercise.mistakes) >= 2
+    for mistake in exercise.mistakes:
+        result = check(name, mistake.wrong)
+        assert not result.passed, f"{name}: a known mistake passed the check"
+        assert result.hint == mistake.hint, f"{name}: expected hint {mistake.hint!r}, got {result.hint!r}"
+        assert "Hint: " + mistake.hint in result.message
+
+
+@pytest.mark.parametrize("name", EXERCISES)
+def test_unfinished_stub_is_told_it_is_not_done_yet(name):
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"Exercise {name}: fill me in")
+
+    result = check(name, stub)
+    assert not result.passed and "not done yet" in result.message
+
+
+def test_correct_answers_written_differently_also_pass():
+    assert check("02.embedding_lookup", lambda ids, weight: weight[ids]).passed
+    assert check("02.embedding_lookup", lambda ids, weight: F.embedding(ids, weight)).passed
+    assert check("02.scaled_dot_product", lambda q, k, v: (
+        lambda w: (torch.einsum("...ts,...sd->...td", w, v), w))(
+        torch.softmax(torch.einsum("...td,...sd->...ts", q, k) * q.shape[-1] ** -0.5, dim=-1))).passed
+    assert check("02.split_heads", lambda x, h: x.reshape(*x.shape[:2], h, -1).permute(0, 2, 1, 3)).passed
+    assert check("02.split_heads", lambda x, h: torch.stack(x.chunk(h, dim=-1), dim=1)).passed
+    assert check("02.merge_heads", lambda x: torch.cat(x.unbind(dim=1), dim=-1)).passed
+
+
+def test_wrong_answer_outside_the_known_mistakes_fails_without_a_hint():
+    result = check("02.scaled_dot_product", lambda q, k, v: (v, torch.softmax(q @ k.transpose(-2, -1), dim=-1)))
+    assert not result.passed and result.hint is None and "4 tokens with 4-dim" in result.message
+
+
+def test_a_function_that_crashes_gets_a_message_not_an_exception():
+    result = check("02.merge_heads", lambda x: x.transpose(1, 2).view(x.shape[0], x.shape[2], -1))
+    assert not result.passed and "raised RuntimeError" in result.message
+
+
+# ------------------------------------------------------------------ references against the real libraries
+def test_embedding_lookup_equals_the_encoders_nn_embedding(tokenizer, hf_encoder):
+    table = hf_encoder.embeddings.word_embeddings  # nn.Embedding(30522, 384)
+    ids = tokenizer(["The cat sat on the mat.", "It was tired."], padding=True, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected = table(ids)  # (2, T, 384)
+        got = embedding_lookup(ids, table.weight)
+    assert got.shape == expected.shape == (2, ids.shape[1], 384)
+    torch.testing.assert_close(got, expected, atol=0, rtol=0)  # a product with a one-hot row is exact
+
+
+def test_scaled_dot_product_equals_torch_sdpa_on_batched_heads_and_cross_attention():
+    q, k, v = _randn(2, 3, 5, 16, seed=1), _randn(2, 3, 7, 16, seed=2), _randn(2, 3, 7, 8, seed=3)
+    output, weights = scaled_dot_product(q, k, v)
+    torch.testing.assert_close(output, F.scaled_dot_product_attention(q, k, v))
+    torch.testing.assert_close(weights.sum(dim=-1), torch.ones(2, 3, 5))
+    torch.testing.assert_close(weights @ v, output)
+
+
+def test_scaled_dot_product_gives_the_encoders_attention_weights_from_its_own_projections(tokenizer, hf_encoder):
+    batch = tokenizer("The cat sat on the mat because it was tired.", return_tensors="pt")
+    attention = hf_encoder.encoder.layer[0].attention.self
+    heads, head_dim = hf_encoder.config.num_attention_heads, 384 // hf_encoder.config.num_attention_heads
+    with torch.no_grad():
+        out = hf_encoder(**batch, output_hidden_states=True, output_attentions=True)
+        x = out.hidden_states[0]  # (1, T, 384): the input of layer 0
+        q, k, v = (split_heads(layer(x), heads) for layer in (attention.query, attention.key, attention.value))
+        context, weights = scaled_dot_product(q, k, v)  # (1, H, T, d), (1, H, T, T)
+        expected_context, _ = attention(x)  # (1, T, 384)
+    assert q.shape == (1, heads, x.shape[1], head_dim)
+    torch.testing.assert_close(weights, out.attentions[0], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(merge_heads(context), expected_context, atol=1e-6, rtol=1e-5)
+
+
+def test_split_attend_merge_with_copied_weights_equals_nn_multiheadattention():
+    torch.manual_seed(0)
+    D, H = 24, 4
+    mha = nn.MultiheadAttention(D, H, batch_first=True).eval()
+    x = _randn(2, 6, D, seed=4)
+    with torch.no_grad():
+        expected, expected_weights = mha(x, x, x, average_attn_weights=False)  # (B, T, D), (B, H, T, T)
+        q, k, v = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)  # 3 x (B, T, D)
+        context, weights = scaled_dot_product(split_heads(q, H), split_heads(k, H), split_heads(v, H))
+        output = mha.out_proj(merge_heads(context))
+    torch.testing.assert_close(weights, expected_weights)
+    torch.testing.assert_close(output, expected)
+
+
+def test_split_heads_gives_head_h_the_features_of_its_own_slice_and_merge_undoes_it():
+    x = _randn(2, 5, 12, seed=5)
+    heads = split_heads(x, 3)
+    assert heads.shape == (2, 3, 5, 4)
+    for h in range(3):
+        assert torch.equal(heads[:, h], x[..., 4 * h: 4 * (h + 1)])
+    assert torch.equal(merge_heads(heads), x)
+
+
+def test_unscaled_scores_saturate_the_softmax_and_scaling_keeps_it_soft():
+    q, k, v = _randn(1, 200, 1024, seed=6), _randn(1, 16, 1024, seed=7), _randn(1, 16, 4, seed=8)
+    _, scaled = scaled_dot_product(q, k, v)
+    unscaled = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
+    assert unscaled.max(dim=-1).values.mean() > 0.9  # nearly one-hot rows
+    assert scaled.max(dim=-1).values.mean() < 0.4
+    torch.testing.assert_close(scaled, torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(1024), dim=-1))
+
+
+# ------------------------------------------------------------------ clear errors on bad input
+def test_bad_inputs_get_errors_that_name_what_was_expected():
+    with pytest.raises(TypeError, match=r"integer token ids .* got torch.float32"):
+        embedding_lookup(torch.tensor([1.0, 2.0]), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 4\) .* from 1 to 9"):
+        embedding_lookup(torch.tensor([1, 9]), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match=r"weight of shape \(vocabulary, dim\), got \(4,\)"):
+        embedding_lookup(torch.tensor([1]), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"do not fit: got \(1, 3, 8\), \(1, 3, 4\)"):
+        scaled_dot_product(torch.zeros(1, 3, 8), torch.zeros(1, 3, 4), torch.zeros(1, 3, 4))
+    with pytest.raises(ValueError, match=r"float query of shape \(\.\.\., tokens, dim\), got \(3,\)"):
+        scaled_dot_product(torch.zeros(3), torch.zeros(3, 3), torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="dim 10 must be divisible by num_heads, got num_heads=3"):
+        split_heads(torch.zeros(1, 2, 10), 3)
+    with pytest.raises(ValueError, match=r"\(batch, tokens, dim\), got \(2, 10\)"):
+        split_heads(torch.zeros(2, 10), 2)
+    with pytest.raises(ValueError, match=r"\(batch, heads, tokens, head_dim\), got \(2, 3, 4\)"):
+        merge_heads(torch.zeros(2, 3, 4))
