@@ -64,3 +64,8 @@ book: setup
 ## Serve the built website on http://localhost:8000.
 serve-book:
 	$(PY) scripts/serve_book.py $(SERVE_ARGS)
+
+## Benchmarks (fine-tuning recipes, encoder inference, generation) into bench/results/; BENCH_ARGS="--device cuda" on a GPU.
+bench: setup
+	$(PY) -m course_lib prepare
+	$(PY) bench/run_all.py $(BENCH_ARGS)

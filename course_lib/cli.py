@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     slides = sub.add_parser("slides", help="write reveal.js lecture slides (served from the deck's folder)")
     slides.add_argument("notebooks", nargs="*", help="default: every lesson notebook")
     slides.add_argument("--out", default="slides")
-    slides.add_argument("--mathjax", default=None, help="folder with MathJax 3 (tex-chtml.js) to copy in")
+    slides.add_argument("--mathjax", default="installed",
+                        help="folder with MathJax 3 (tex-chtml.js) to copy in (default: the installed package)")
     args = parser.parse_args(argv)
     if args.command in ("editions", "slides"):
         return _editions_command(args)

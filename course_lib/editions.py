@@ -118,9 +118,41 @@ def _jquery_file() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "jquery.js"
 
 
-def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides", mathjax_dir: str | Path | None = None,
-                 theme: str = "white") -> list[Path]:
-    """reveal.js decks of ``notebooks`` in ``out_dir``, with reveal.js, jQuery (and MathJax if given) copied in."""
+# MathJax 3 comes from the PyPI package that also serves it to the course website; these are the parts the
+# TeX-input, HTML-output component loads (the rest of the package is not needed).
+MATHJAX_DIST, MATHJAX_DIR_IN_DIST = "sphinx-mathjax-offline", "sphinx-mathjax-offline/static/mathjax"
+MATHJAX_PARTS = ["tex-chtml.js", "input", "output/chtml.js", "output/chtml", "ui", "a11y", "sre", "adaptors"]
+
+
+def installed_mathjax() -> Path | None:
+    """The folder of the installed MathJax 3 (with ``tex-chtml.js``), or None when the package is missing."""
+    from importlib import metadata
+
+    try:
+        folder = Path(metadata.distribution(MATHJAX_DIST).locate_file(MATHJAX_DIR_IN_DIST))
+    except metadata.PackageNotFoundError:
+        return None
+    return folder if (folder / "tex-chtml.js").is_file() else None
+
+
+def _copy_mathjax(source: Path, target: Path) -> None:
+    if not (source / "tex-chtml.js").is_file():
+        raise EditionError(f"{source} holds no tex-chtml.js: pass the folder of a MathJax 3 distribution")
+    for part in MATHJAX_PARTS:
+        if (source / part).is_dir():
+            shutil.copytree(source / part, target / part, dirs_exist_ok=True)
+        elif (source / part).is_file():
+            (target / part).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / part, target / part)
+
+
+def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
+                 mathjax_dir: str | Path | None = "installed", theme: str = "white") -> list[Path]:
+    """reveal.js decks of ``notebooks`` in ``out_dir``, with reveal.js, jQuery and MathJax copied in.
+
+    ``mathjax_dir``: "installed" (the project's MathJax package; decks show raw TeX if it is missing), a folder
+    holding a MathJax 3 distribution, or None for no math rendering.
+    """
     from importlib.resources import files
 
     from nbconvert import SlidesExporter
@@ -130,8 +162,10 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides", ma
     shutil.copytree(_reveal_folder(), out_dir / "reveal.js", dirs_exist_ok=True)
     shutil.copy(_jquery_file(), out_dir / "jquery.js")
     mathjax_url = ""
+    if mathjax_dir == "installed":
+        mathjax_dir = installed_mathjax()
     if mathjax_dir is not None:
-        shutil.copytree(mathjax_dir, out_dir / "mathjax", dirs_exist_ok=True)
+        _copy_mathjax(Path(mathjax_dir), out_dir / "mathjax")
         mathjax_url = "mathjax/tex-chtml.js"
     template_dir = Path(str(files("course_lib").joinpath("resources")))
     exporter = SlidesExporter(

@@ -145,6 +145,40 @@ def test_serve_script_serves_a_built_site_on_localhost_and_refuses_an_unbuilt_on
         server.server_close()
 
 
+def test_instructor_notes_cover_every_lesson_and_point_at_sections_that_exist(extension):
+    import yaml as _yaml
+
+    notes = _yaml.safe_load((ROOT / extension.NOTES_FILE).read_text(encoding="utf-8"))
+    outlines = {path.name: extension.notebook_outline(path) for path in sorted(ROOT.glob(extension.LESSON_GLOB))}
+    assert extension.check_notes(notes, outlines) == []
+    for name, entry in notes.items():
+        assert len(entry["misconceptions"]) >= 2 and entry["live_coding"], name
+        assert entry.get("session"), name
+
+
+def test_instructor_notes_flag_a_missing_lesson_an_unknown_notebook_and_a_wrong_section(extension):
+    outlines = {"01_a.ipynb": {"headings": ["1. Intro"]}, "02_b.ipynb": {"headings": ["1. Other"]}}
+    item = {"belief": "b", "truth": "t", "section": "1. Intro"}
+    notes = {"01_a.ipynb": {"misconceptions": [item], "live_coding": [{"point": "p", "section": "2. Gone"}]},
+             "09_z.ipynb": {"misconceptions": [item], "live_coding": [item]}}
+    problems = extension.check_notes(notes, outlines)
+    assert any("02_b.ipynb: no entry" in p for p in problems)
+    assert any("09_z.ipynb" in p and "no such notebook" in p for p in problems)
+    assert any("'2. Gone'" in p for p in problems)
+    assert not any("'1. Intro'" in p for p in problems)
+
+
+def test_notebook_outline_reads_objectives_headings_and_exercises_from_the_notebook(extension):
+    for path in sorted(ROOT.glob(extension.LESSON_GLOB)):
+        outline = extension.notebook_outline(path)
+        notebook = read_notebook(path)
+        assert outline["title"] == notebook_title(notebook)
+        assert len(outline["objectives"]) >= 3, path.name
+        assert all(item and not item.startswith("-") for item in outline["objectives"])
+        from course_lib.editions import exercise_names
+        assert outline["exercises"] == exercise_names(notebook), path.name
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The real website, built from this repository.
 
@@ -205,6 +239,21 @@ def test_instructors_page_shows_the_lesson_timings_or_says_they_are_missing(site
         assert TIMINGS_PLACEHOLDER not in text
     else:
         assert TIMINGS_PLACEHOLDER in text
+
+
+@pytest.mark.slow
+def test_instructors_page_has_notes_for_every_lesson_with_links_that_land_on_their_sections(site):
+    page = soup(site / "book" / "instructors.html")
+    text = page.get_text(" ", strip=True)
+    for lesson in present_lessons():
+        assert notebook_title(read_notebook(ROOT / "notebooks" / f"{lesson}.ipynb")) in text
+    assert "Common misconceptions" in text and "Live-coding points" in text and "Learning objectives" in text
+    links = page.select("a.notes-section-link")
+    assert len(links) >= 4 * len(present_lessons())
+    for link in links:
+        target, _, anchor = link["href"].partition("#")
+        landing = soup((site / "book" / target).resolve())
+        assert anchor and landing.find(id=anchor) is not None, f"{link['href']} lands on no section"
 
 
 def repository_settings() -> dict:

@@ -1,4 +1,5 @@
-"""Sphinx extension for the course website: folded solutions, MathJax served locally, optional includes.
+"""Sphinx extension for the course website: folded solutions, MathJax served locally, optional includes,
+and the per-lesson instructor notes.
 
 Loaded by Jupyter Book through `sphinx.local_extensions` in book/_config.yml.
 """
@@ -204,6 +205,160 @@ class IncludeIfPresent(SphinxDirective):
         return container.children
 
 
+# ----------------------------------------------------------------------------------------------- instructor notes
+NOTES_FILE = "book/instructor_notes.yml"
+TIMINGS_FILE = "docs/timings.json"
+LESSON_GLOB = "notebooks/[0-9][0-9]_*.ipynb"
+OBJECTIVES_MARKER = "**What you will learn**"
+CHECK_CALL = re.compile(r"""check\(\s*["']([^"']+)["']""")
+
+
+def heading_text(line: str) -> str:
+    """``## 3. Measuring: `compute_metrics` `` -> ``3. Measuring: `compute_metrics` `` (Markdown kept)."""
+    return line.lstrip("#").strip()
+
+
+def section_anchor(heading: str) -> str:
+    """The id Sphinx gives the section of this heading (its plain text through docutils' ``make_id``)."""
+    plain = re.sub(r"[`*]", "", heading)
+    return nodes.make_id(plain)
+
+
+def notebook_outline(path: Path) -> dict:
+    """What the notes reuse from a lesson notebook: title, objectives, section headings, exercise names."""
+    notebook = json.loads(path.read_text(encoding="utf-8"))
+    title, objectives, headings, exercises = path.stem, [], [], []
+    for cell in notebook.get("cells", []):
+        source = "".join(cell.get("source", []))
+        if cell.get("cell_type") == "markdown":
+            lines = source.splitlines()
+            headings += [heading_text(line) for line in lines if re.match(r"#{1,6} ", line)]
+            if title == path.stem and lines and lines[0].startswith("# "):
+                title = heading_text(lines[0])
+            if OBJECTIVES_MARKER in source and not objectives:
+                objectives = bullet_items(source.split(OBJECTIVES_MARKER, 1)[1])
+        elif "check" in cell.get("metadata", {}).get("tags", []):
+            exercises += CHECK_CALL.findall(source)
+    return {"title": title, "objectives": objectives, "headings": headings, "exercises": exercises}
+
+
+def bullet_items(markdown: str) -> list[str]:
+    """The items of the first bullet list in ``markdown``, continuation lines joined."""
+    items: list[str] = []
+    for line in markdown.lstrip("\n").splitlines():
+        if line.startswith("- "):
+            items.append(line[2:].strip())
+        elif items and line.startswith("  ") and line.strip():
+            items[-1] += " " + line.strip()
+        elif items or line.strip():
+            break
+    return items
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "not measured yet"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+
+
+def lesson_timing(timings: dict, name: str) -> str:
+    """One sentence from docs/timings.json: quick profile on the CPU, full profile on a GPU where measured."""
+    entry = timings.get("notebooks", {}).get(name, {})
+    quick, full = entry.get("quick"), entry.get("full")
+    text = f"quick profile on a {quick.get('threads', 2)}-thread CPU: {duration(quick.get('wall_s'))}" if quick \
+        else "quick profile: not measured yet"
+    if quick and quick.get("peak_rss_mb"):
+        text += f" (kernel memory up to {quick['peak_rss_mb'] / 1024:.1f} GB)"
+    text += f"; full profile on a GPU: {duration(full.get('wall_s'))}" if full else "; full profile on a GPU: " \
+        "not measured yet"
+    return text + "."
+
+
+def check_notes(notes: dict, outlines: dict[str, dict]) -> list[str]:
+    """Problems with the notes file: a lesson without notes, notes without a lesson, a section that is not there."""
+    problems = [f"{name}: no entry in {NOTES_FILE}" for name in outlines if name not in (notes or {})]
+    for name, entry in (notes or {}).items():
+        if name not in outlines:
+            problems.append(f"{name}: has notes but there is no such notebook")
+            continue
+        for kind in ("misconceptions", "live_coding"):
+            if not entry.get(kind):
+                problems.append(f"{name}: no {kind}")
+            for item in entry.get(kind) or []:
+                if item.get("section") not in outlines[name]["headings"]:
+                    problems.append(f"{name}: {kind} points at a section that does not exist: {item.get('section')!r}")
+    return problems
+
+
+class InstructorNotes(SphinxDirective):
+    """One section per lesson: objectives, timing, exercises, misconceptions and live-coding points."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        import yaml
+
+        root = Path(self.env.srcdir)
+        self.env.note_dependency(str(root / NOTES_FILE))
+        self.env.note_dependency(str(root / TIMINGS_FILE))
+        notes = yaml.safe_load((root / NOTES_FILE).read_text(encoding="utf-8")) or {}
+        timings_path = root / TIMINGS_FILE
+        timings = json.loads(timings_path.read_text(encoding="utf-8")) if timings_path.is_file() else {}
+        paths = sorted(root.glob(LESSON_GLOB))
+        outlines = {path.name: notebook_outline(path) for path in paths}
+        for path in paths:
+            self.env.note_dependency(str(path))
+        for problem in check_notes(notes, outlines):
+            logger.warning("instructor notes: %s", problem, location=self.get_location(),
+                           type="course", subtype="notes")
+        out: list[nodes.Node] = []
+        for path in paths:
+            out += self.lesson(path, outlines[path.name], notes.get(path.name) or {}, timings)
+        return out
+
+    def markdown(self, text: str) -> list[nodes.Node]:
+        container = nodes.container()
+        self.state.nested_parse(StringList(text.splitlines(), source=NOTES_FILE), self.content_offset, container)
+        return container.children
+
+    def link(self, docname: str, heading: str) -> nodes.reference:
+        uri = self.env.app.builder.get_relative_uri(self.env.docname, docname) + "#" + section_anchor(heading)
+        reference = nodes.reference("", "", refuri=uri, classes=["notes-section-link"])
+        reference += nodes.Text("→ " + re.sub(r"[`*]", "", heading))
+        return reference
+
+    def lesson(self, path: Path, outline: dict, entry: dict, timings: dict) -> list[nodes.Node]:
+        docname = f"notebooks/{path.stem}"
+        anchor = nodes.make_id(f"notes {outline['title']}")
+        section = nodes.section(ids=[anchor], names=[nodes.fully_normalize_name(outline["title"])])
+        section += nodes.title(text=outline["title"])
+        lines = []
+        if outline["objectives"]:
+            lines += ["**Learning objectives** (as the lesson states them):", ""]
+            lines += [f"- {item}" for item in outline["objectives"]] + [""]
+        lines += [f"**Timing.** {lesson_timing(timings, path.name)} Suggested session: "
+                  f"{entry.get('session', 'not given')}.", ""]
+        if outline["exercises"]:
+            names = ", ".join(f"`{name}`" for name in outline["exercises"])
+            lines += [f"**Exercises ({len(outline['exercises'])}).** {names}", ""]
+        section.extend(self.markdown("\n".join(lines)))
+        for kind, title in (("misconceptions", "Common misconceptions"), ("live_coding", "Live-coding points")):
+            items = entry.get(kind) or []
+            if not items:
+                continue
+            section += nodes.paragraph("", "", nodes.strong(text=title + "."))
+            bullet = nodes.bullet_list()
+            for item in items:
+                text = f"*\"{item['belief']}\"* {item['truth']}" if kind == "misconceptions" else item["point"]
+                list_item = nodes.list_item()
+                list_item.extend(self.markdown(text))
+                list_item += nodes.paragraph("", "", self.link(docname, item["section"]))
+                bullet += list_item
+            section += bullet
+        return [section]
+
+
 def setup(app: Sphinx) -> dict:
     app.connect("config-inited", use_local_mathjax)
     app.connect("source-read", on_source_read)
@@ -211,4 +366,5 @@ def setup(app: Sphinx) -> dict:
     app.connect("build-finished", report_external_resources)
     app.connect("html-page-context", drop_thebe_loader)
     app.add_directive("include-if-present", IncludeIfPresent)
+    app.add_directive("instructor-notes", InstructorNotes)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,118 @@
+"""What the benchmarks share: command-line options, the machine description, timing and summaries.
+
+Every benchmark runs on the CPU by default (``--device cuda`` for a GPU), prints the machine it ran on,
+repeats each measurement and reports the median with the spread (min, max), and has a ``--quick`` smoke
+mode with tiny sizes that only proves the code runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+
+import course_lib  # noqa: F401  (offline mode before transformers is imported)
+import torch
+import transformers
+
+from course_lib.settings import get_device
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--device``, ``--quick`` and ``--threads``, the options every benchmark accepts."""
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--quick", action="store_true", help="smoke mode: tiny sizes, numbers mean nothing")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    return parser
+
+
+def setup(device: str = "cpu", threads: int | None = None) -> torch.device:
+    """Set the CPU thread count and return the device, failing clearly when CUDA is asked for but absent."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be a positive integer, got {threads}")
+        torch.set_num_threads(threads)
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"--device must be 'cpu' or 'cuda', got {device!r}")
+    return get_device(device)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the system has none): a busy machine times badly."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info(device: torch.device) -> dict:
+    """CPU, cores, threads, load, library versions and the GPU (if one is used)."""
+    info = {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": load_average(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "gpu": None,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def describe_machine(info: dict) -> str:
+    """One line for the console and the Markdown report."""
+    load = info["load_average"]
+    text = (f"{info['cpu']}, {info['logical_cores']} logical cores, {info['torch_threads']} torch threads"
+            f"{f', load average {load[0]:.1f}' if load else ''}; python {info['python']}, torch {info['torch']}, "
+            f"transformers {info['transformers']}")
+    if info["gpu"]:
+        text += f"; GPU {info['gpu']} (CUDA {info.get('cuda')})"
+    return text
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a clock reading includes it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: torch.device) -> tuple[float, object]:
+    """Seconds one call of ``fn`` takes (GPU work included) and what it returned."""
+    synchronize(device)
+    start = time.perf_counter()
+    result = fn()
+    synchronize(device)
+    return time.perf_counter() - start, result
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min, max, mean and standard deviation (0 for a single value) of repeated measurements."""
+    if not values:
+        raise ValueError("spread() needs at least one measurement, got none")
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+        "stdev": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
