@@ -1,0 +1,201 @@
+"""Fine-tuning helpers (lesson 06): metrics, per-example loss, Trainer settings, freezing, ONNX export.
+
+The notebook builds each piece by hand once; these are the tested versions it then relies on.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from course_lib.settings import DEFAULT_SEED, get_device, get_profile
+
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def _logits_and_labels(logits: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both as NumPy arrays, checked: logits (N, C) float, labels (N,) integer."""
+    logits = logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else np.asarray(logits)
+    labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if logits.ndim != 2:
+        raise ValueError(f"expected logits of shape (examples, classes), got shape {logits.shape}")
+    if labels.ndim != 1 or len(labels) != len(logits):
+        raise ValueError(f"expected labels of shape ({len(logits)},) to match the logits, got shape {labels.shape}")
+    if len(labels) == 0:
+        raise ValueError("expected at least one example, got none")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"expected integer class labels, got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(f"labels must lie in [0, {logits.shape[1] - 1}], got values from {labels.min()} "
+                         f"to {labels.max()}")
+    return logits, labels
+
+
+def weighted_f1(predictions: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """F1 of each class (0 where undefined), averaged with the class's share of ``labels`` as weight."""
+    scores = []
+    for c in range(num_classes):
+        true_pos = np.sum((predictions == c) & (labels == c))
+        predicted, actual = np.sum(predictions == c), np.sum(labels == c)
+        # F1 = 2 TP / (predicted + actual): the harmonic mean of precision TP/predicted and recall TP/actual
+        scores.append(2 * true_pos / (predicted + actual) if predicted + actual else 0.0)
+    support = np.bincount(labels, minlength=num_classes) / len(labels)  # (C,)
+    return float(np.dot(scores, support))
+
+
+def compute_metrics(eval_pred) -> dict[str, float]:
+    """Accuracy and weighted F1 from ``(logits, labels)`` or a ``transformers.EvalPrediction``."""
+    logits, labels = eval_pred[0], eval_pred[1]
+    logits, labels = _logits_and_labels(logits, labels)  # (N, C), (N,)
+    predictions = logits.argmax(axis=-1)  # (N,): one class per example
+    return {"accuracy": float(np.mean(predictions == labels)),
+            "f1": weighted_f1(predictions, labels, logits.shape[1])}
+
+
+def per_example_loss(logits: Any, labels: Any) -> torch.Tensor:
+    """Cross-entropy of each example, ``-log softmax(logits)[label]``: shape (N,), no averaging."""
+    logits, labels = _logits_and_labels(logits, labels)
+    log_probs = torch.log_softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1)  # (N, C)
+    picked = log_probs.gather(1, torch.as_tensor(labels, dtype=torch.long)[:, None])  # (N, 1)
+    return -picked[:, 0]  # (N,)
+
+
+def loss_table(texts: Sequence[str], labels: Any, logits: Any, label_names: Sequence[str]):
+    """A DataFrame of examples sorted by per-example loss, highest first (the model's worst mistakes on top)."""
+    import pandas as pd
+
+    logits, labels = _logits_and_labels(logits, labels)
+    if len(texts) != len(labels):
+        raise ValueError(f"expected one text per example ({len(labels)}), got {len(texts)} texts")
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()  # (N, C)
+    frame = pd.DataFrame({
+        "text": list(texts),
+        "label": [label_names[i] for i in labels],
+        "predicted": [label_names[i] for i in probs.argmax(-1)],
+        "p_label": probs[np.arange(len(labels)), labels],
+        "loss": per_example_loss(logits, labels).numpy(),
+    })
+    return frame.sort_values("loss", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------- Trainer
+def training_arguments(output_dir: str | os.PathLike, profile: str | None = None, **overrides):
+    """``TrainingArguments`` for the course: the active profile's epochs and batch size, evaluation every
+    epoch, quiet logs, seeded; mixed precision (bf16, else fp16) on a CUDA device. ``overrides`` win."""
+    from transformers import TrainingArguments
+
+    chosen = get_profile(profile)
+    cuda = get_device().type == "cuda"
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    settings = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=chosen.epochs,
+        per_device_train_batch_size=chosen.batch_size,
+        per_device_eval_batch_size=2 * chosen.batch_size,  # no gradients to keep: a larger batch fits
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        warmup_steps=0.1,  # a float below 1 is a share of all steps
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        logging_strategy="steps",
+        logging_steps=10,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=not cuda,
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        dataloader_num_workers=0,
+        seed=DEFAULT_SEED,
+        data_seed=DEFAULT_SEED,
+    )
+    settings.update(overrides)
+    return TrainingArguments(**settings)
+
+
+def log_table(log_history: list[dict], decimals: int = 3):
+    """``trainer.state.log_history`` as a compact DataFrame: one row per logged step, numbers rounded."""
+    import pandas as pd
+
+    columns = {"step": "step", "epoch": "epoch", "loss": "train_loss", "learning_rate": "lr",
+               "eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1"}
+    rows: dict[int, dict] = {}
+    for entry in log_history:
+        if "train_runtime" in entry:  # the summary at the end of training, not a step
+            continue
+        row = rows.setdefault(entry["step"], {})
+        row.update({columns[k]: v for k, v in entry.items() if k in columns})
+    frame = pd.DataFrame(list(rows.values()), columns=list(columns.values()))
+    frame = frame.dropna(axis="columns", how="all")
+    text = frame.round(decimals).astype(object)
+    if "lr" in frame:  # learning rates are tiny: scientific notation instead of rounding them to 0
+        text["lr"] = frame["lr"].map(lambda value: f"{value:.1e}" if pd.notna(value) else "")
+    text["step"] = frame["step"].astype(int)
+    return text.where(frame.notna(), "").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------- freezing
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    """How many numbers the model holds (only those the optimiser may change, if ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def freeze_body(model):
+    """Freeze the pretrained body (``model.base_model``) so that only the task head trains. Returns the model."""
+    body = model.base_model
+    if body is model:
+        raise ValueError(f"{type(model).__name__} has no separate body (base_model) to freeze; "
+                         "expected a model with a task head, such as AutoModelForSequenceClassification")
+    for parameter in body.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------- ONNX
+def export_onnx(model, tokenizer, path: str | os.PathLike, opset: int = 17) -> Path:
+    """Write ``model`` (a sequence classifier) to an ONNX file with dynamic batch and sequence axes.
+
+    Uses the TorchScript exporter (``dynamo=False``): it needs nothing beyond torch and onnx. The example
+    input has padding, so the traced graph keeps the attention-mask branch that padded batches need.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = tokenizer(["a short one", "a longer example sentence with padding"], padding=True,
+                        return_tensors="pt")
+    names = [name for name in ONNX_INPUTS if name in example]
+    device = next(model.parameters()).device
+    dynamic = {name: {0: "batch", 1: "sequence"} for name in names} | {"logits": {0: "batch"}}
+    was_training = model.training
+    model.eval()
+    with warnings.catch_warnings():  # the exporter's notes on tracing Python branches and its own deprecation
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, tuple(example[name].to(device) for name in names), str(path),
+                          input_names=names, output_names=["logits"], dynamic_axes=dynamic,
+                          opset_version=opset, dynamo=False)
+    model.train(was_training)
+    return path
+
+
+def onnx_session(path: str | os.PathLike):
+    """An onnxruntime ``InferenceSession`` on the CPU for the exported file."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_logits(session, tokenizer, texts: Sequence[str], max_length: int = 128) -> np.ndarray:
+    """Logits (N, C) from onnxruntime for a batch of texts, tokenized as the model was trained."""
+    if isinstance(texts, str) or len(texts) == 0:
+        raise ValueError(f"expected a non-empty list of texts, got {texts!r}")
+    wanted = [node.name for node in session.get_inputs()]
+    encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    (logits,) = session.run(["logits"], {name: encoded[name].astype(np.int64) for name in wanted})
+    return logits  # (N, C)
