@@ -87,7 +87,8 @@ def loss_table(texts: Sequence[str], labels: Any, logits: Any, label_names: Sequ
 # ----------------------------------------------------------------------------------------------- Trainer
 def training_arguments(output_dir: str | os.PathLike, profile: str | None = None, **overrides):
     """``TrainingArguments`` for the course: the active profile's epochs and batch size, evaluation every
-    epoch, quiet logs, seeded; mixed precision (bf16, else fp16) on a CUDA device. ``overrides`` win."""
+    epoch, length-grouped batches, quiet logs, seeded; mixed precision (bf16, else fp16) on a CUDA device.
+    ``overrides`` win."""
     from transformers import TrainingArguments
 
     chosen = get_profile(profile)
@@ -111,6 +112,7 @@ def training_arguments(output_dir: str | os.PathLike, profile: str | None = None
         use_cpu=not cuda,
         bf16=bf16,
         fp16=cuda and not bf16,
+        train_sampling_strategy="group_by_length",  # similar lengths in one batch: the collator adds little padding
         dataloader_num_workers=0,
         seed=DEFAULT_SEED,
         data_seed=DEFAULT_SEED,

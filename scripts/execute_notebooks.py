@@ -48,6 +48,9 @@ def execute(path: Path, cell_timeout: int = nbtools.CELL_TIMEOUT_S) -> dict:
                 out.get("output_type") == "error" for out in cell.get("outputs", []))), "?")
             raise SystemExit(f"{path.name}: cell index {failed} raised an error; the notebook was NOT "
                              f"written.\n{error}") from None
+        finally:  # nbclient leaves a kernel it was handed running; a live one would count towards the next notebook
+            if km.is_alive():
+                km.shutdown_kernel(now=True)
     wall = time.perf_counter() - start
     nb.metadata[nbtools.METADATA_KEY] = {"executed": nbtools.execution_record(nb, PROFILE)}
     nbformat.write(nb, path)

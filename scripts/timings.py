@@ -12,6 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import nbtools  # noqa: E402
 
 MARKDOWN = nbtools.REPO / "docs" / "timings.md"
+README = nbtools.REPO / "README.md"
+README_START, README_END = "<!-- timings:start -->", "<!-- timings:end -->"
 
 
 def _duration(seconds: float | None) -> str:
@@ -71,11 +73,28 @@ def render(data: dict) -> str:
     ])
 
 
-def write_markdown(path: Path = MARKDOWN) -> Path:
+def table(markdown: str) -> str:
+    """Just the table of a rendered page (its lines that start with "|")."""
+    return "\n".join(line for line in markdown.splitlines() if line.startswith("|"))
+
+
+def readme_with_table(readme: str, markdown: str) -> str:
+    """README's text with the table between its timings markers replaced by the current one."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md needs the markers {README_START} and {README_END} around the timing table")
+    return readme[:start + len(README_START)] + "\n" + table(markdown) + "\n" + readme[end:]
+
+
+def write_markdown(path: Path = MARKDOWN, readme: Path | None = README) -> Path:
+    """Write docs/timings.md, and the same table into README.md between its markers."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(nbtools.load_timings()))
+    markdown = render(nbtools.load_timings())
+    path.write_text(markdown)
+    if readme is not None and readme.is_file():
+        readme.write_text(readme_with_table(readme.read_text(encoding="utf-8"), markdown), encoding="utf-8")
     return path
 
 
 if __name__ == "__main__":
-    print(f"wrote {write_markdown().relative_to(nbtools.REPO)}")
+    print(f"wrote {write_markdown().relative_to(nbtools.REPO)} and the table in README.md")

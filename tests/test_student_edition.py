@@ -64,21 +64,25 @@ def test_student_edition_runs_and_each_stored_solution_passes_its_check(notebook
     km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME, kernel_spec_manager=NbvalKernelspecManager())
     client = NotebookClient(student, km=km, timeout=nbtools.CELL_TIMEOUT_S, allow_errors=False,
                             resources={"metadata": {"path": str(notebook.parent)}})
-    with client.setup_kernel():
-        for index, cell in enumerate(student.cells):
-            client.execute_cell(cell, index)  # raises CellExecutionError if anything but a check fails
-        check_cells = [c for c in student.cells if "check" in _tags(c)]
-        exercise_checks = [c for c in check_cells if re.search(r"check\(\s*[\"']\d\d\.", c.source)]
-        for cell in exercise_checks:
-            assert "not done yet" in _text(cell), f"{notebook.name}: unsolved check said:\n{_text(cell)}"
-        stubs = [c for c in student.cells if "exercise" in _tags(c)]
-        assert len(stubs) == len(solutions)
-        for stub, solution in zip(stubs, solutions):
-            name = re.search(editions.EXERCISE_NAME, stub.source).group(1)
-            check = next(c for c in exercise_checks if name in c.source)
-            pasted = nbformat.v4.new_code_cell(solution)
-            rerun = nbformat.v4.new_code_cell(check.source)
-            student.cells += [pasted, rerun]  # nbclient stores outputs by cell index
-            client.execute_cell(pasted, len(student.cells) - 2)
-            client.execute_cell(rerun, len(student.cells) - 1)
-            assert "[passed]" in _text(rerun), f"{notebook.name} {name}: the stored solution failed:\n{_text(rerun)}"
+    try:  # a kernel manager passed in is ours to stop: nbclient leaves it running
+        with client.setup_kernel():
+            for index, cell in enumerate(student.cells):
+                client.execute_cell(cell, index)  # raises CellExecutionError if anything but a check fails
+            check_cells = [c for c in student.cells if "check" in _tags(c)]
+            exercise_checks = [c for c in check_cells if re.search(r"check\(\s*[\"']\d\d\.", c.source)]
+            for cell in exercise_checks:
+                assert "not done yet" in _text(cell), f"{notebook.name}: unsolved check said:\n{_text(cell)}"
+            stubs = [c for c in student.cells if "exercise" in _tags(c)]
+            assert len(stubs) == len(solutions)
+            for stub, solution in zip(stubs, solutions):
+                name = re.search(editions.EXERCISE_NAME, stub.source).group(1)
+                check = next(c for c in exercise_checks if name in c.source)
+                pasted = nbformat.v4.new_code_cell(solution)
+                rerun = nbformat.v4.new_code_cell(check.source)
+                student.cells += [pasted, rerun]  # nbclient stores outputs by cell index
+                client.execute_cell(pasted, len(student.cells) - 2)
+                client.execute_cell(rerun, len(student.cells) - 1)
+                assert "[passed]" in _text(rerun), f"{notebook.name} {name}: the stored solution failed:\n{_text(rerun)}"
+    finally:
+        if km.is_alive():
+            km.shutdown_kernel(now=True)

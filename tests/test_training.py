@@ -130,6 +130,7 @@ def test_training_arguments_follow_the_profile_and_take_overrides(tmp_path):
     assert args.num_train_epochs == quick.epochs and args.per_device_train_batch_size == quick.batch_size
     assert args.learning_rate == 1e-3 and args.weight_decay > 0 and 0 < args.warmup_steps < 1
     assert args.eval_strategy == "epoch" and args.report_to == [] and args.disable_tqdm
+    assert args.train_sampling_strategy == "group_by_length"
     if not torch.cuda.is_available():
         assert args.use_cpu and not (args.fp16 or args.bf16)
 
