@@ -309,7 +309,9 @@ class InstructorNotes(SphinxDirective):
         outlines = {path.name: notebook_outline(path) for path in paths}
         for path in paths:
             self.env.note_dependency(str(path))
-        for problem in check_notes(notes, outlines):
+        # A lesson without notes, or notes of a lesson not written yet, is shown as it is (tests check the
+        # repository's own notes are complete); a link to a section that does not exist is a broken page.
+        for problem in (p for p in check_notes(notes, outlines) if "section that does not exist" in p):
             logger.warning("instructor notes: %s", problem, location=self.get_location(),
                            type="course", subtype="notes")
         out: list[nodes.Node] = []
