@@ -135,7 +135,8 @@ def installed_mathjax() -> Path | None:
     return folder if (folder / "tex-chtml.js").is_file() else None
 
 
-def _copy_mathjax(source: Path, target: Path) -> None:
+def copy_mathjax_parts(source: Path, target: Path) -> None:
+    """Copy the parts of the MathJax 3 distribution in ``source`` that TeX-to-HTML pages load into ``target``."""
     if not (source / "tex-chtml.js").is_file():
         raise EditionError(f"{source} holds no tex-chtml.js: pass the folder of a MathJax 3 distribution")
     for part in MATHJAX_PARTS:
@@ -165,7 +166,7 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
     if mathjax_dir == "installed":
         mathjax_dir = installed_mathjax()
     if mathjax_dir is not None:
-        _copy_mathjax(Path(mathjax_dir), out_dir / "mathjax")
+        copy_mathjax_parts(Path(mathjax_dir), out_dir / "mathjax")
         mathjax_url = "mathjax/tex-chtml.js"
     template_dir = Path(str(files("course_lib").joinpath("resources")))
     exporter = SlidesExporter(

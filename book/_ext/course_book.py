@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from html.parser import HTMLParser
-from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,17 +18,16 @@ from sphinx.errors import ExtensionError
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from course_lib.editions import MATHJAX_DIR_IN_DIST, MATHJAX_DIST, copy_mathjax_parts, installed_mathjax
+
 logger = logging.getLogger(__name__)
 
 SOLUTION_TAG = "solution"
 SOLUTION_PROMPTS = {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}
 
-# MathJax 3 comes from this PyPI package (its files only: the package itself is not a usable extension).
-MATHJAX_DIST = "sphinx-mathjax-offline"
-MATHJAX_DIR_IN_DIST = "sphinx-mathjax-offline/static/mathjax"
+# MathJax 3 comes from a pinned PyPI package; course_lib.editions knows where it is and which of its parts the
+# TeX-input, HTML-output component loads (the lecture slides use the same copy).
 MATHJAX_ENTRY = "tex-chtml.js"
-# What the TeX-input, HTML-output component loads lazily (extensions, fonts, menu, accessibility).
-MATHJAX_PARTS = [MATHJAX_ENTRY, "input", "output/chtml.js", "output/chtml", "ui", "a11y", "sre", "adaptors"]
 
 
 def fold_solutions(notebook: dict) -> int:
@@ -62,11 +59,8 @@ def on_source_read(app: Sphinx, docname: str, source: list[str]) -> None:
 
 def mathjax_source() -> Path:
     """The folder holding MathJax 3's components, from the installed PyPI package."""
-    try:
-        folder = Path(metadata.distribution(MATHJAX_DIST).locate_file(MATHJAX_DIR_IN_DIST))
-    except metadata.PackageNotFoundError:
-        folder = None
-    if folder is None or not (folder / MATHJAX_ENTRY).is_file():
+    folder = installed_mathjax()
+    if folder is None:
         raise ExtensionError(
             f"MathJax files not found: expected the package {MATHJAX_DIST} (with {MATHJAX_DIR_IN_DIST}/"
             f"{MATHJAX_ENTRY}); install it with `pip install --no-deps {MATHJAX_DIST}==0.0.2`."
@@ -82,13 +76,7 @@ def use_local_mathjax(app: Sphinx, config) -> None:
 def copy_mathjax(app: Sphinx, exception: Exception | None) -> None:
     if exception is not None or app.builder.format != "html":
         return
-    source, target = mathjax_source(), Path(app.outdir) / "_static" / "mathjax"
-    for part in MATHJAX_PARTS:
-        if (source / part).is_dir():
-            shutil.copytree(source / part, target / part, dirs_exist_ok=True)
-        elif (source / part).is_file():
-            (target / part).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / part, target / part)
+    copy_mathjax_parts(mathjax_source(), Path(app.outdir) / "_static" / "mathjax")
 
 
 # Attributes through which a page loads something by itself (links a reader clicks are not loads).

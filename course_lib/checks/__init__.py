@@ -122,13 +122,21 @@ class Exercise:
     cases: list[Case]
     mistakes: list[Mistake] = field(default_factory=list)
     compare: Callable[[Any, Any], str | None] = compare_outputs
+    # For exercises whose function does not take the case arguments itself (say, it changes a model in
+    # place): turns a function in the student's form into one that takes a case's arguments and returns
+    # what to compare. Applied alike to the student's answer, the reference and every mistake.
+    adapt: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
+
+    def _runnable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return fn if self.adapt is None else self.adapt(fn)
 
     def check(self, student: Callable[..., Any]) -> CheckResult:
         if not callable(student):
             return self._fail(f"pass your function itself (without calling it), got {type(student).__name__}")
+        reference, student = self._runnable(self.reference), self._runnable(student)
         for number, case in enumerate(self.cases, 1):
             label = case.label or f"case {number}"
-            expected = self.reference(*_clone(case.args), **_clone(case.kwargs))
+            expected = reference(*_clone(case.args), **_clone(case.kwargs))
             try:
                 got = student(*_clone(case.args), **_clone(case.kwargs))
             except NotImplementedError:
@@ -143,7 +151,7 @@ class Exercise:
                 continue
             for mistake in self.mistakes:
                 try:
-                    wrong = mistake.wrong(*_clone(case.args), **_clone(case.kwargs))
+                    wrong = self._runnable(mistake.wrong)(*_clone(case.args), **_clone(case.kwargs))
                 except Exception:
                     continue
                 if self.compare(got, wrong) is None:

@@ -195,31 +195,20 @@ _FREEZE_CASES = [Case((16, 2, 2), label="hidden 16, 2 classes, 2 body layers"),
                  Case((8, 3, 1), label="hidden 8, 3 classes, 1 body layer")]
 
 
-class _FreezeExercise(Exercise):
-    """The student's function changes a model in place; compare which parameters are left trainable."""
-
-    def check(self, student):
-        if not callable(student):
-            return super().check(student)
-        wrapped = _trainable_after(student)
-        wrapped.__wrapped__ = student
-        return super().check(wrapped)
-
-
-register(_FreezeExercise(
+register(Exercise(
     name="06.freeze",
     title="freeze the body, keep the classification head trainable",
-    reference=_trainable_after(_reference_freeze),
+    reference=_reference_freeze,
     cases=_FREEZE_CASES,
+    adapt=_trainable_after,  # the answer changes a model in place: compare what is left trainable
     mistakes=[
-        Mistake(_trainable_after(_freeze_everything), "nothing can learn now: the classifier was frozen too. "
-                                                      "Freeze only model.base_model's parameters."),
-        Mistake(_trainable_after(_freeze_nothing), "every parameter is still trainable: set requires_grad to "
-                                                   "False on each parameter of model.base_model (and return "
-                                                   "the model)."),
-        Mistake(_trainable_after(_freeze_only_embeddings), "only the embeddings are frozen; the whole body "
-                                                           "(model.base_model.parameters()) should be."),
-        Mistake(_trainable_after(_freeze_head_instead), "that froze the head and left the body trainable: it is "
-                                                        "the other way round."),
+        Mistake(_freeze_everything, "nothing can learn now: the classifier was frozen too. Freeze only "
+                                    "model.base_model's parameters."),
+        Mistake(_freeze_nothing, "every parameter is still trainable: set requires_grad to False on each "
+                                 "parameter of model.base_model (and return the model)."),
+        Mistake(_freeze_only_embeddings, "only the embeddings are frozen; the whole body "
+                                         "(model.base_model.parameters()) should be."),
+        Mistake(_freeze_head_instead, "that froze the head and left the body trainable: it is the other way "
+                                      "round."),
     ],
 ))
