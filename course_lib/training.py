@@ -1,4 +1,4 @@
-"""Fine-tuning helpers (lesson 06): metrics, per-example loss, Trainer settings, freezing, ONNX export.
+"""Fine-tuning helpers (lesson 07): metrics, per-example loss, Trainer settings, freezing, ONNX export.
 
 The notebook builds each piece by hand once; these are the tested versions it then relies on.
 """

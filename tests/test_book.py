@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "build_book.sh"
 PLANNED_LESSONS = [
     "00_behind_the_pipeline", "01_tokenization", "02_attention", "03_encoder",
-    "04_masking_and_decoders", "05_features_and_umap", "06_fine_tuning",
+    "04_masking_and_decoders", "06_features_and_umap", "07_fine_tuning",
 ]
 LESSONS_WITH_ATTENTION_VIEWS = {"02_attention", "04_masking_and_decoders"}
 VIEW_CONTAINER = "div.course-viz"  # course_lib.viz wraps each BertViz view in one (the script draws an SVG)

@@ -1,214 +1,200 @@
-"""Exercises of lesson 06 (fine-tuning): metrics for the Trainer, per-example loss, freezing the body."""
+"""Exercises of lesson 06 (features and UMAP): masked mean, min-max scaling, majority baseline, confusion counts."""
 from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 
 from course_lib.checks import Case, Exercise, Mistake, register
-from course_lib.training import compute_metrics, per_example_loss
+from course_lib.features import mean_pool
 
 
-# ----------------------------------------------------------------------------------------------- 06.metrics
-def _compare_metrics(got, expected) -> str | None:
-    if not isinstance(got, dict) or not {"accuracy", "f1"} <= set(got):
-        return f"expected a dict with keys 'accuracy' and 'f1', got {_describe(got)}"
-    for key in ("accuracy", "f1"):
-        try:
-            value = float(got[key])
-        except (TypeError, ValueError):
-            return f"expected a number for {key!r}, got {type(got[key]).__name__}"
-        if abs(value - expected[key]) > 1e-6:
-            return f"{key!r} should be {expected[key]:.4f}, got {value:.4f}"
-    return None
+# ----------------------------------------------------------------------------------------------- 06.masked_mean
+def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """Average of the token vectors where ``attention_mask`` is 1: (B, T, D), (B, T) -> (B, D)."""
+    return mean_pool(hidden, attention_mask)
 
 
-def _describe(value) -> str:
-    return f"dict with keys {sorted(value)}" if isinstance(value, dict) else type(value).__name__
+def _hidden(batch: int, tokens: int, dim: int, seed: int) -> Tensor:
+    return torch.randn(batch, tokens, dim, generator=torch.Generator().manual_seed(seed))  # (B, T, D)
 
 
-def _metrics_from(predictions, labels, average: str) -> dict[str, float]:
-    from sklearn.metrics import f1_score
-
-    return {"accuracy": float(np.mean(predictions == labels)),
-            "f1": float(f1_score(labels, predictions, average=average, zero_division=0))}
+def _padded(hidden: Tensor, mask: Tensor, value: float = 5.0) -> Tensor:
+    """Padding positions get a recognisable value, as if the encoder had written something there."""
+    return hidden.masked_fill(mask.unsqueeze(-1) == 0, value)
 
 
-def _metrics_wrong_axis(eval_pred):
-    logits, labels = eval_pred
-    predictions = np.asarray(logits).argmax(axis=0)  # the best example for each class, not a class per example
-    return _metrics_from(predictions, np.asarray(labels), "weighted")
-
-
-def _metrics_macro(eval_pred):
-    logits, labels = eval_pred
-    return _metrics_from(np.asarray(logits).argmax(-1), np.asarray(labels), "macro")
-
-
-def _metrics_binary(eval_pred):
-    from sklearn.metrics import f1_score
-
-    logits, labels = eval_pred
-    predictions, labels = np.asarray(logits).argmax(-1), np.asarray(labels)
-    return {"accuracy": float(np.mean(predictions == labels)),
-            "f1": float(f1_score(labels == 1, predictions == 1, zero_division=0))}
-
-
-def _metrics_cases() -> list[Case]:
-    """Imbalanced labels and a classifier that is right most of the time, so the F1 averages differ."""
-    rng = np.random.default_rng(6)
-    cases = []
-    # the first case is square (as many examples as classes) and has two classes, so that the wrong-axis and
-    # the binary-F1 mistakes run without an error and can be recognised
-    for labels, predictions, classes, label in [
-        ([0, 1], [1, 1], 2, "2 reviews, 2 classes"),
-        ([1] * 9 + [0] * 3, [1] * 7 + [0, 0] + [0, 1, 1], 2, "12 reviews, 2 classes, imbalanced"),
-        ([0] * 15 + [1] * 10 + [2] * 5, [0] * 12 + [1, 2, 2] + [1] * 8 + [0, 0] + [2, 2, 1, 0, 2], 3,
-         "30 tweets, 3 classes"),
-    ]:
-        noise = rng.random((len(labels), classes))
-        logits = 2.0 * np.eye(classes)[predictions] + noise  # (N, C), argmax = predictions
-        cases.append(Case(((logits.astype(np.float32), np.array(labels)),), label=label))
-    return cases
-
+_MASK_A = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+_MASK_B = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
 
 register(Exercise(
-    name="06.metrics",
-    title="accuracy and weighted F1 from (logits, labels)",
-    reference=compute_metrics,
-    cases=_metrics_cases(),
-    mistakes=[
-        Mistake(_metrics_wrong_axis, "logits have shape (examples, classes): take argmax over the last axis "
-                                     "(axis=-1) to get one predicted class per example."),
-        Mistake(_metrics_macro, "that is macro F1 (every class counts the same); weighted F1 averages the "
-                                "per-class F1 scores weighted by how many true examples each class has: "
-                                "f1_score(..., average='weighted')."),
-        Mistake(_metrics_binary, "that is the F1 of class 1 only (average='binary'); weighted F1 combines the F1 "
-                                 "of every class, weighted by its number of true examples."),
+    name="06.masked_mean",
+    title="mean pooling that ignores padding",
+    reference=masked_mean,
+    cases=[
+        Case((_padded(_hidden(2, 4, 3, 0), _MASK_A), _MASK_A), label="two texts, the second padded by 2 tokens"),
+        Case((_hidden(2, 3, 4, 1), torch.ones(2, 3, dtype=torch.long)), label="no padding at all"),
+        Case((_padded(_hidden(3, 5, 2, 2), _MASK_B, -3.0), _MASK_B), label="three texts of 3, 5 and 1 tokens"),
+        Case((_padded(_hidden(2, 4, 3, 3), _MASK_A), _MASK_A.bool()), label="a boolean attention mask"),
     ],
-    compare=_compare_metrics,
-))
-
-
-# ----------------------------------------------------------------------------------------------- 06.loss
-def _loss_mean(logits, labels):
-    return F.cross_entropy(logits, labels)
-
-
-def _loss_double_softmax(logits, labels):
-    return F.cross_entropy(torch.softmax(logits, dim=-1), labels, reduction="none")
-
-
-def _loss_no_log(logits, labels):
-    return -torch.softmax(logits, dim=-1).gather(1, labels[:, None])[:, 0]
-
-
-def _loss_positive(logits, labels):
-    return torch.log_softmax(logits, dim=-1).gather(1, labels[:, None])[:, 0]
-
-
-def _loss_cases() -> list[Case]:
-    generator = torch.Generator().manual_seed(6)
-    cases = []
-    for rows, classes, label in [(8, 2, "8 examples, 2 classes"), (5, 3, "5 examples, 3 classes"),
-                                 (1, 2, "a single example")]:
-        logits = 3 * torch.randn(rows, classes, generator=generator)
-        labels = torch.randint(0, classes, (rows,), generator=generator)
-        cases.append(Case((logits, labels), label=label))
-    return cases
-
-
-register(Exercise(
-    name="06.loss",
-    title="cross-entropy of each example (no averaging)",
-    reference=per_example_loss,
-    cases=_loss_cases(),
     mistakes=[
-        Mistake(_loss_mean, "that is the mean over the batch (one number); error analysis needs one loss per "
-                            "example: a tensor of shape (N,)."),
-        Mistake(_loss_double_softmax, "softmax was applied twice: cross-entropy expects raw logits and applies "
-                                      "log-softmax itself, so do not pass probabilities in as logits."),
-        Mistake(_loss_no_log, "the loss is the negative LOG of the probability of the true label: use "
-                              "torch.log_softmax (not torch.softmax) before picking the label's column."),
-        Mistake(_loss_positive, "check the sign: log-probabilities are <= 0, and the loss is their negative, "
-                                "so every loss should be >= 0."),
+        Mistake(lambda h, m: h.mean(dim=1),
+                "a plain mean over the tokens includes the [PAD] positions; multiply by the mask first and "
+                "divide by the number of real tokens, mask.sum(dim=1)."),
+        Mistake(lambda h, m: (h * m.unsqueeze(-1)).sum(dim=1) / h.shape[1],
+                "you zeroed the padding but divided by the padded length T; divide each text by its own number "
+                "of real tokens, attention_mask.sum(dim=1, keepdim=True)."),
+        Mistake(lambda h, m: (h * m.unsqueeze(-1)).sum(dim=0) / m.unsqueeze(-1).sum(dim=0),
+                "average over the tokens (dim=1), not over the batch (dim=0): one vector per text, shape (B, D)."),
     ],
 ))
 
 
-# ----------------------------------------------------------------------------------------------- 06.freeze
-class _TinyClassifier(torch.nn.Module):
-    """A stand-in with the same layout as a transformers classifier: a body (``base_model``) and a head."""
-
-    def __init__(self, hidden: int, classes: int, layers: int):
-        super().__init__()
-        self.body = torch.nn.Sequential(torch.nn.Embedding(50, hidden),
-                                        *[torch.nn.Linear(hidden, hidden) for _ in range(layers)])
-        self.classifier = torch.nn.Linear(hidden, classes)
-
-    @property
-    def base_model(self) -> torch.nn.Module:
-        return self.body
+# ----------------------------------------------------------------------------------------------- 06.minmax
+def min_max_scale(features: np.ndarray) -> np.ndarray:
+    """Scale each column (feature) of (N, D) to [0, 1]; a constant column becomes 0, as in sklearn's MinMaxScaler."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] == 0:
+        raise ValueError(f"expected features of shape (samples, features), got {features.shape}")
+    low = features.min(axis=0, keepdims=True)  # (1, D)
+    span = features.max(axis=0, keepdims=True) - low  # (1, D)
+    span[span == 0] = 1.0  # constant column: (x - min) is 0 everywhere, keep it 0
+    return (features - low) / span  # (N, D)
 
 
-def _trainable_after(freeze):
-    """Freeze a fresh tiny classifier with ``freeze`` and report which parameters can still learn."""
-    def run(hidden, classes, layers):
-        torch.manual_seed(0)
-        model = _TinyClassifier(hidden, classes, layers)
-        returned = freeze(model)
-        model = model if returned is None else returned
-        names = sorted(name for name, p in model.named_parameters() if p.requires_grad)
-        return (names, sum(p.numel() for p in model.parameters() if p.requires_grad))
-    return run
+def _rows_scaled(x):
+    x = np.asarray(x, dtype=np.float64)
+    low = x.min(axis=1, keepdims=True)
+    return (x - low) / (x.max(axis=1, keepdims=True) - low)
 
 
-def _reference_freeze(model):
-    for parameter in model.base_model.parameters():
-        parameter.requires_grad_(False)
-    return model
+def _globally_scaled(x):
+    x = np.asarray(x, dtype=np.float64)
+    return (x - x.min()) / (x.max() - x.min())
 
 
-def _freeze_everything(model):
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
+def _scaled_without_guard(x):
+    x = np.asarray(x, dtype=np.float64)
+    low = x.min(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x - low) / (x.max(axis=0) - low)
 
 
-def _freeze_nothing(model):
-    return model
+_RNG = np.random.default_rng(5)
+_WIDE = np.column_stack([_RNG.normal(0, 1, 6), _RNG.normal(40, 10, 6), _RNG.uniform(-5, -1, 6)])
+_CONSTANT = np.array([[0.2, 3.0, -1.0], [0.8, 3.0, 4.0], [0.5, 3.0, 1.5], [0.3, 3.0, 0.0]])
+
+register(Exercise(
+    name="06.minmax",
+    title="min-max scaling per feature",
+    reference=min_max_scale,
+    cases=[
+        Case((_WIDE,), label="6 samples, 3 features on very different scales"),
+        Case((_CONSTANT,), label="a feature that is the same for every sample"),
+        Case((np.array([[1.0, -2.0], [3.0, 6.0]]),), label="2 samples, 2 features"),
+    ],
+    mistakes=[
+        Mistake(_rows_scaled,
+                "scale each feature (column, axis=0) over the samples, not each sample (row, axis=1) over "
+                "its features."),
+        Mistake(_globally_scaled,
+                "use each column's own min and max (axis=0, keepdims=True); one min and max for the whole "
+                "matrix leaves small-range features squashed near one value."),
+        Mistake(_scaled_without_guard,
+                "a constant column has max - min = 0, so you divided by zero (NaN); give such columns a span of "
+                "1 (or add a small epsilon) so they come out as 0."),
+    ],
+))
 
 
-def _freeze_only_embeddings(model):
-    for parameter in model.base_model[0].parameters():
-        parameter.requires_grad_(False)
-    return model
+# ----------------------------------------------------------------------------------------------- 06.baseline
+def majority_baseline_accuracy(train_labels, test_labels) -> float:
+    """Accuracy on the test labels of always predicting the most frequent class of the training labels."""
+    train, test = np.asarray(train_labels), np.asarray(test_labels)
+    if train.size == 0 or test.size == 0:
+        raise ValueError(f"expected non-empty label lists, got {train.size} train and {test.size} test labels")
+    majority = np.bincount(train).argmax()  # ties: the smallest class id, like DummyClassifier
+    return float(np.mean(test == majority))
 
 
-def _freeze_head_instead(model):
-    for parameter in model.classifier.parameters():
-        parameter.requires_grad_(False)
-    return model
+def _least_frequent_class(train_labels, test_labels):
+    train = np.asarray(train_labels)
+    counts = np.bincount(train)
+    rarest = np.flatnonzero(counts)[counts[counts > 0].argmin()]
+    return float(np.mean(np.asarray(test_labels) == rarest))
 
 
-_FREEZE_CASES = [Case((16, 2, 2), label="hidden 16, 2 classes, 2 body layers"),
-                 Case((8, 3, 1), label="hidden 8, 3 classes, 1 body layer")]
+def _majority_of_test(train_labels, test_labels):
+    return majority_baseline_accuracy(test_labels, test_labels)
+
+
+def _scored_on_train(train_labels, test_labels):
+    return majority_baseline_accuracy(train_labels, train_labels)
 
 
 register(Exercise(
-    name="06.freeze",
-    title="freeze the body, keep the classification head trainable",
-    reference=_reference_freeze,
-    cases=_FREEZE_CASES,
-    adapt=_trainable_after,  # the answer changes a model in place: compare what is left trainable
+    name="06.baseline",
+    title="accuracy of the most-frequent-class baseline",
+    reference=majority_baseline_accuracy,
+    cases=[
+        Case(([1] * 6 + [0] * 3 + [2], [0] * 5 + [1] * 3 + [2] * 2), label="3 classes, train and test disagree"),
+        Case((np.array([0, 1, 1, 1, 0, 1, 1]), np.array([1, 0, 0, 1])), label="2 classes as numpy arrays"),
+        Case(([2, 2, 0, 1, 2, 0, 2], [2, 1, 2, 2, 0]), label="the majority is the last class"),
+    ],
     mistakes=[
-        Mistake(_freeze_everything, "nothing can learn now: the classifier was frozen too. Freeze only "
-                                    "model.base_model's parameters."),
-        Mistake(_freeze_nothing, "every parameter is still trainable: set requires_grad to False on each "
-                                 "parameter of model.base_model (and return the model)."),
-        Mistake(_freeze_only_embeddings, "only the embeddings are frozen; the whole body "
-                                         "(model.base_model.parameters()) should be."),
-        Mistake(_freeze_head_instead, "that froze the head and left the body trainable: it is the other way "
-                                      "round."),
+        Mistake(_least_frequent_class,
+                "the baseline predicts the MOST frequent class of the training labels (np.bincount(...).argmax()),"
+                " not the least frequent one."),
+        Mistake(_majority_of_test,
+                "find the majority class on the training labels: the test labels are unknown when you choose "
+                "the prediction (that would be peeking)."),
+        Mistake(_scored_on_train,
+                "measure the accuracy on the test labels: the share of test labels equal to the training "
+                "majority class."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 06.confusion
+def confusion_counts(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class, as in sklearn's ``confusion_matrix``."""
+    true, pred = np.asarray(y_true), np.asarray(y_pred)
+    if true.shape != pred.shape or true.ndim != 1:
+        raise ValueError(f"expected two 1-D label arrays of the same length, got {true.shape} and {pred.shape}")
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (true, pred), 1)
+    return counts
+
+
+def _confusion_transposed(y_true, y_pred, num_classes):
+    return confusion_counts(y_true, y_pred, num_classes).T
+
+
+def _confusion_normalised(y_true, y_pred, num_classes):
+    counts = confusion_counts(y_true, y_pred, num_classes)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+def _confusion_sized_by_data(y_true, y_pred, num_classes):
+    seen = int(max(np.max(y_true), np.max(y_pred))) + 1
+    return confusion_counts(y_true, y_pred, seen)
+
+
+register(Exercise(
+    name="06.confusion",
+    title="count a confusion matrix",
+    reference=confusion_counts,
+    cases=[
+        Case(([0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0, 2], 3), label="3 classes, 7 texts"),
+        Case((np.array([1, 1, 0, 1]), np.array([1, 0, 0, 0]), 2), label="2 classes as numpy arrays"),
+        Case(([0, 1, 0], [0, 1, 1], 3), label="3 classes, but class 2 never occurs"),
+    ],
+    mistakes=[
+        Mistake(_confusion_transposed,
+                "rows are the TRUE classes and columns the PREDICTED ones: counts[true, predicted] += 1."),
+        Mistake(_confusion_normalised,
+                "return the raw counts (integers); normalising each row is a separate step for the plot."),
+        Mistake(_confusion_sized_by_data,
+                "the matrix is num_classes x num_classes even when a class never appears in the data."),
     ],
 ))
