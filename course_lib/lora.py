@@ -1,0 +1,169 @@
+"""LoRA (Hu et al. 2021) by hand: a frozen linear layer plus a trainable low-rank update (lesson 08).
+
+A pretrained ``nn.Linear`` computes ``y = x W^T + b`` with ``W`` of shape (out, in). LoRA keeps ``W`` frozen and
+learns ``ΔW = (alpha / r) · B A`` with ``A`` (r, in) and ``B`` (out, r), r much smaller than in and out:
+
+    y = x W^T + b + (alpha / r) · dropout(x) A^T B^T
+
+``A`` starts like an ``nn.Linear`` weight (Kaiming-uniform), ``B`` starts at zero, so a freshly wrapped model
+computes exactly what the pretrained one did. The names and shapes match ``peft``'s ``lora_A`` / ``lora_B``
+weights, so tests can copy one into the other. Shapes: ``...`` any leading dimensions (batch, tokens).
+
+>>> model = apply_lora(model, target_modules=("query", "value"), r=8, alpha=16)   # wraps in place
+>>> merged = merge_lora(model)        # every LoRALinear replaced by a plain nn.Linear holding W + ΔW
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+def lora_update(x: Tensor, lora_A: Tensor, lora_B: Tensor, scaling: float) -> Tensor:
+    """The low-rank part alone, ``scaling · (x A^T) B^T``: x (..., in), A (r, in), B (out, r) -> (..., out).
+
+    Never forms the (out, in) matrix ``B A``: two thin products cost r · (in + out) per token instead.
+    """
+    down = x @ lora_A.T              # (..., r): project into the rank-r space
+    return scaling * (down @ lora_B.T)  # (..., out)
+
+
+def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, lora_B: Tensor,
+                scaling: float) -> Tensor:
+    """The LoRA forward pass as a function: ``x W^T + b + scaling · (x A^T) B^T``.
+
+    x (..., in), weight (out, in), bias (out,) or None, lora_A (r, in), lora_B (out, r) -> (..., out).
+    """
+    return torch.nn.functional.linear(x, weight, bias) + lora_update(x, lora_A, lora_B, scaling)  # (..., out)
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` (``self.base``) plus the trainable low-rank update ``(alpha / r) · B A``."""
+
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise ValueError(f"expected a rank r >= 1 (an int), got {r!r}")
+        if r > min(base.in_features, base.out_features):
+            raise ValueError(f"rank r={r} is larger than the layer itself ({base.out_features} x {base.in_features}): "
+                             "a low-rank update needs r <= min(in_features, out_features)")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"expected dropout in [0, 1), got {dropout!r}")
+        self.base = base
+        for parameter in base.parameters():
+            parameter.requires_grad_(False)  # the pretrained weight and bias stay as they are
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, **factory))   # (r, in)
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, **factory))  # (out, r): ΔW = 0 at the start
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # as nn.Linear initialises its weight
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def delta_weight(self) -> Tensor:
+        """``ΔW = (alpha / r) · B A``, shape (out, in): what merging adds to the frozen weight."""
+        return self.scaling * (self.lora_B @ self.lora_A)  # (out, r) @ (r, in) -> (out, in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
+        # dropout acts on the update's input only; the frozen path sees x unchanged (as in peft)
+        return self.base(x) + lora_update(self.dropout(x), self.lora_A, self.lora_B, self.scaling)  # (..., out)
+
+    @torch.no_grad()
+    def merge(self) -> nn.Linear:
+        """A plain ``nn.Linear`` whose weight is ``W + ΔW``: same outputs (in eval mode), no extra cost per token.
+
+        The LoRA layer itself is left unchanged, so merging twice never adds the update twice.
+        """
+        merged = nn.Linear(self.in_features, self.out_features, bias=self.base.bias is not None,
+                           device=self.base.weight.device, dtype=self.base.weight.dtype)
+        merged.weight.copy_(self.base.weight + self.delta_weight().to(self.base.weight.dtype))  # (out, in)
+        if self.base.bias is not None:
+            merged.bias.copy_(self.base.bias)
+        return merged.requires_grad_(self.base.weight.requires_grad)  # frozen, like the layer it replaces
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}"
+
+
+# ----------------------------------------------------------------------------------------------- models
+def matches(name: str, targets: Iterable[str]) -> bool:
+    """Does module ``name`` (e.g. ``bert.encoder.layer.0.attention.self.query``) match one of ``targets``?
+
+    A target matches the whole name or its last dotted parts (``"query"``, ``"self.query"``), as in peft.
+    """
+    return any(name == target or name.endswith("." + target) for target in targets)
+
+
+def _targets(target_modules) -> tuple[str, ...]:
+    targets = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
+    if not targets or not all(isinstance(t, str) and t for t in targets):
+        raise ValueError(f"expected module names such as ('query', 'value'), got {target_modules!r}")
+    return targets
+
+
+def apply_lora(model: nn.Module, target_modules: Iterable[str] | str = ("query", "value"), r: int = 8,
+               alpha: float = 16.0, dropout: float = 0.0, trainable_modules: Iterable[str] = ()) -> nn.Module:
+    """Freeze ``model`` and replace every ``nn.Linear`` named in ``target_modules`` by a :class:`LoRALinear`.
+
+    ``trainable_modules`` (say ``("classifier",)`` for a fresh task head) stay fully trainable. Changes the
+    model in place and returns it. Raises if a target matches nothing or matches a layer that is not linear.
+    """
+    targets = _targets(target_modules)
+    keep = tuple(trainable_modules) if not isinstance(trainable_modules, str) else (trainable_modules,)
+    chosen = [(name, module) for name, module in model.named_modules() if name and matches(name, targets)]
+    if not chosen:
+        raise ValueError(f"none of the target modules {list(targets)} is in {type(model).__name__}; "
+                         f"its linear layers end in: {sorted(_linear_suffixes(model))}")
+    wrong = [f"{name} ({type(module).__name__})" for name, module in chosen if not isinstance(module, nn.Linear)]
+    if wrong:
+        raise TypeError(f"LoRA here wraps nn.Linear layers only; these targets are not: {', '.join(wrong)}")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for name, module in chosen:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, LoRALinear(module, r=r, alpha=alpha, dropout=dropout))
+    for name, module in model.named_modules():
+        if name and matches(name, keep):
+            for parameter in module.parameters():
+                parameter.requires_grad_(True)
+    return model
+
+
+def _linear_suffixes(model: nn.Module) -> set[str]:
+    return {name.rpartition(".")[2] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
+    """Every :class:`LoRALinear` of the model, by name."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Replace each :class:`LoRALinear` by its merged ``nn.Linear`` (in place); returns the model."""
+    layers = lora_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no LoRALinear layers to merge (call apply_lora first)")
+    for name, layer in layers.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, layer.merge())
+    return model
+
+
+def lora_parameter_count(in_features: int, out_features: int, r: int) -> int:
+    """Parameters LoRA adds to one (out, in) linear layer: A has r · in, B has out · r."""
+    return r * (in_features + out_features)
