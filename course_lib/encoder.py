@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.attention import MultiHeadAttention, padding_mask
+from course_lib.pooling import masked_mean
 
 
 @dataclass
@@ -234,12 +235,6 @@ class Encoder(nn.Module):
             hidden_states=tuple(hidden_states),
             attentions=tuple(attentions) if output_attentions else None,
         )
-
-
-def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean of the token vectors over real tokens only: (B, T, D), (B, T) 0/1 -> (B, D)."""
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class SequenceClassifier(nn.Module):

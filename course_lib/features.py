@@ -13,45 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
 
-POOLINGS = ("cls", "mean")
+from course_lib.pooling import POOLING_FUNCTIONS, POOLINGS
+
 FEATURE_CACHE = "features"
 
 
-# ----------------------------------------------------------------------------------------------- pooling
-def _check_hidden(hidden: Tensor, attention_mask: Tensor | None) -> None:
-    if not isinstance(hidden, Tensor) or hidden.dim() != 3:
-        shape = tuple(hidden.shape) if isinstance(hidden, Tensor) else type(hidden).__name__
-        raise ValueError(f"expected hidden states of shape (batch, tokens, hidden), got {shape}")
-    if attention_mask is None:
-        return
-    if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
-        shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-        raise ValueError(f"expected an attention_mask of shape (batch, tokens) = {tuple(hidden.shape[:2])}, "
-                         f"got {shape}")
-
-
-def cls_pool(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-    """The first token's vector (``[CLS]`` for BERT-style encoders): (B, T, D) -> (B, D)."""
-    _check_hidden(hidden, attention_mask)
-    return hidden[:, 0]  # (B, D)
-
-
-def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Average of the token vectors where ``attention_mask`` is 1, so padding is ignored: (B, T, D) -> (B, D)."""
-    _check_hidden(hidden, attention_mask)
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1), 1 = real token
-    counts = mask.sum(dim=1)  # (B, 1), real tokens per text
-    if (counts == 0).any():
-        empty = (counts.squeeze(-1) == 0).nonzero().flatten().tolist()
-        raise ValueError(f"attention_mask rows {empty} have no real token (all 0): nothing to average")
-    return (hidden * mask).sum(dim=1) / counts  # (B, D)
-
-
-POOLING_FUNCTIONS = {"cls": cls_pool, "mean": mean_pool}
-
-
+# ----------------------------------------------------------------------------------------------- inputs
 def _check_poolings(poolings: str | Sequence[str]) -> tuple[str, ...]:
     chosen = (poolings,) if isinstance(poolings, str) else tuple(poolings)
     unknown = [p for p in chosen if p not in POOLING_FUNCTIONS]

@@ -13,6 +13,7 @@ from torch import nn
 
 from course_lib.assets import encoder_path
 from course_lib.data import movie_reviews_frame
+from course_lib.pooling import masked_mean
 from course_lib.encoder import (
     IGNORED_NAMES,
     Embeddings,
@@ -22,7 +23,6 @@ from course_lib.encoder import (
     bert_name_map,
     count_parameters_by_component,
     load_pretrained_encoder,
-    masked_mean,
     sinusoidal_positions,
 )
 

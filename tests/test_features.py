@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.features import cls_pool, dataset_features, extract_features, feature_cache_path, mean_pool
+from course_lib.features import dataset_features, extract_features, feature_cache_path
 
 TEXTS = [
     "A warm, funny and beautifully acted film.",
@@ -20,31 +20,6 @@ def _hidden_alone(model, tokenizer, text: str) -> torch.Tensor:
     """transformers' last hidden state of one text, no padding: (T, D)."""
     with torch.no_grad():
         return model(**tokenizer([text], return_tensors="pt")).last_hidden_state[0]
-
-
-# ------------------------------------------------------------------ pooling functions
-def test_mean_pool_ignores_whatever_sits_in_the_padding():
-    hidden = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))  # (B, T, D)
-    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
-    noisy = hidden.clone()
-    noisy[1, 2:] = 1e6  # padding positions: any value must be ignored
-    torch.testing.assert_close(mean_pool(noisy, mask), mean_pool(hidden, mask))
-    torch.testing.assert_close(mean_pool(hidden, mask)[1], hidden[1, :2].mean(dim=0))
-
-
-def test_cls_pool_is_the_first_token_of_every_text():
-    hidden = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(cls_pool(hidden), hidden[:, 0])
-
-
-def test_pooling_rejects_bad_shapes_and_empty_masks():
-    hidden = torch.zeros(2, 4, 3)
-    with pytest.raises(ValueError, match=r"\(batch, tokens, hidden\), got \(4, 3\)"):
-        mean_pool(torch.zeros(4, 3), torch.ones(4))
-    with pytest.raises(ValueError, match=r"attention_mask of shape \(batch, tokens\) = \(2, 4\), got \(2, 5\)"):
-        mean_pool(hidden, torch.ones(2, 5))
-    with pytest.raises(ValueError, match=r"rows \[1\] have no real token"):
-        mean_pool(hidden, torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]))
 
 
 # ------------------------------------------------------------------ extraction against transformers

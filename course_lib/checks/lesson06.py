@@ -6,13 +6,13 @@ import torch
 from torch import Tensor
 
 from course_lib.checks import Case, Exercise, Mistake, register
-from course_lib.features import mean_pool
+from course_lib.pooling import masked_mean as _masked_mean
 
 
 # ----------------------------------------------------------------------------------------------- 06.masked_mean
 def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     """Average of the token vectors where ``attention_mask`` is 1: (B, T, D), (B, T) -> (B, D)."""
-    return mean_pool(hidden, attention_mask)
+    return _masked_mean(hidden, attention_mask)
 
 
 def _hidden(batch: int, tokens: int, dim: int, seed: int) -> Tensor:
