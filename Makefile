@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lab test test-fast doctor prepare execute book serve-book bench editions slides timings clean
+.PHONY: setup lab test test-numerics test-full test-fast doctor prepare execute book serve-book bench editions slides timings clean
 
 setup: $(STAMP)
 
@@ -21,11 +21,22 @@ lab: setup
 	$(PY) -m course_lib prepare
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
-## Set up if needed, prepare assets, and run every test (unit, equivalence, browser, notebooks).
+## Set up if needed, prepare assets, and run every test (unit, equivalence, browser, notebooks); then the numeric
+## tests and the notebooks once more under a second floating-point configuration (docs/notebook_policy.md).
 test: setup
 	bash scripts/ensure-chromium.sh
 	$(PY) -m course_lib prepare
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-numerics
+
+## The numeric tests and the notebooks under the alternate configuration (portable kernels, one thread).
+test-numerics: setup
+	env $$($(PY) scripts/kernel_env.py alternate) $(PY) -m pytest -m numeric $(PYTEST_ARGS)
+
+## Every notebook in the full profile on whatever device is present; checks each notebook's own assertions.
+test-full: setup
+	$(PY) -m course_lib prepare
+	$(PY) scripts/nbval_run.py --profile full --record $(NB)
 
 ## Only the fast unit tests.
 test-fast: setup

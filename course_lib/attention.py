@@ -1,8 +1,9 @@
-"""Scaled dot-product attention, heads and masks, written to be read.
+"""Scaled dot-product attention, heads, masks and the key/value cache, written to be read.
 
 Shapes: ``B`` batch, ``H`` heads, ``T`` query tokens, ``S`` key/value tokens, ``D`` model width,
 ``d`` head width. Masks follow PyTorch's convention: a boolean mask is ``True`` where attention is
-*allowed*; a floating mask is *added* to the scores (``0`` to keep, ``-inf`` to block).
+*allowed*; a floating mask is *added* to the scores (``0`` to keep, ``-inf`` to block). In a decoder, ``G``
+is the number of key/value heads (``G = H`` except with grouped-query attention).
 """
 from __future__ import annotations
 
@@ -39,6 +40,21 @@ def causal_mask(T: int, S: int | None = None, device: torch.device | str | None 
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"causal_mask needs a positive integer {name}, got {value!r}")
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
+
+
+def decoder_mask(num_queries: int, past: int, attention_mask: Tensor | None = None, device=None) -> Tensor:
+    """Causal mask combined with a key padding mask: ``(1, 1, T, S)`` or ``(B, 1, T, S)`` boolean.
+
+    A padding position still sees itself, so no row of the softmax is empty (its output is never used).
+    """
+    mask = causal_mask(num_queries, past + num_queries, device)  # (T, S)
+    if attention_mask is None:
+        return mask[None, None]  # (1, 1, T, S)
+    keep = padding_mask(attention_mask)  # (B, 1, 1, S)
+    itself = torch.zeros_like(mask)
+    rows = torch.arange(num_queries, device=device)
+    itself[rows, past + rows] = True  # (T, S)
+    return (mask & keep) | itself  # (B, 1, T, S)
 
 
 def to_additive_mask(bool_mask: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -91,6 +107,31 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
         raise ValueError(f"query and key need the same last dimension, got {query.shape[-1]} and {key.shape[-1]}")
     if key.shape[-2] != value.shape[-2]:
         raise ValueError(f"key and value need the same number of tokens, got {key.shape[-2]} and {value.shape[-2]}")
+
+
+# ----------------------------------------------------------------------------------------------- KV cache
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far; each forward pass appends the new ones."""
+
+    def __init__(self, num_layers: int):
+        self.keys: list[Tensor | None] = [None] * num_layers  # each (B, G, S, d)
+        self.values: list[Tensor | None] = [None] * num_layers
+
+    @property
+    def length(self) -> int:
+        """How many tokens the cache holds (read it before a forward pass: layer 0 appends first)."""
+        return 0 if self.keys[0] is None else self.keys[0].shape[-2]
+
+    def update(self, layer: int, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Append this step's ``(B, G, T, d)`` keys/values to ``layer`` and return all of them ``(B, G, S, d)``."""
+        if self.keys[layer] is not None:
+            key = torch.cat([self.keys[layer], key], dim=-2)
+            value = torch.cat([self.values[layer], value], dim=-2)
+        self.keys[layer], self.values[layer] = key, value
+        return key, value
+
+    def __repr__(self) -> str:
+        return f"KVCache(layers={len(self.keys)}, tokens={self.length})"
 
 
 # ----------------------------------------------------------------------------------------------- attention
@@ -185,12 +226,15 @@ class MultiHeadAttention(nn.Module):
 
     ``fused_qkv=True`` uses a single (D -> 3D) projection instead of three; ``dropout`` acts on the weights
     in training mode. ``need_weights=False`` calls PyTorch's fused kernel and returns ``None`` weights.
+    In a decoder, a :class:`KVCache` passed to ``forward`` keeps the keys and values of earlier tokens, stored
+    under ``layer_index``.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, bias: bool = True, fused_qkv: bool = False,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, layer_index: int = 0):
         super().__init__()
         self.embed_dim, self.num_heads, self.dropout = embed_dim, num_heads, dropout
+        self.layer_index = layer_index
         self.head_dim = _check_heads(embed_dim, num_heads)
         self.fused_qkv = fused_qkv
         if fused_qkv:
@@ -218,11 +262,16 @@ class MultiHeadAttention(nn.Module):
         return t.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None,
-                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
-        """x: (B, T, D) -> output (B, T, D), weights (B, H, T, S) or None; mask broadcastable to (B, H, T, S)."""
+                need_weights: bool = True, cache: KVCache | None = None) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, D) -> output (B, T, D), weights (B, H, T, S) or None; mask broadcastable to (B, H, T, S).
+
+        With ``cache``, ``S`` counts the cached tokens too: this step's keys and values are appended first.
+        """
         _check_inputs(x, context, self.embed_dim)
         B, T, D = x.shape
         q, k, v = (self.split_heads(t) for t in self._project(x, context))  # (B, H, T, d), (B, H, S, d) x 2
+        if cache is not None:
+            k, v = cache.update(self.layer_index, k, v)  # (B, H, S_cached + S, d)
         dropout_p = self.dropout if self.training else 0.0
         if need_weights:
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=dropout_p)  # (B, H, T, d)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib.assets import encoder_path
 from course_lib.attention import MultiHeadAttention, padding_mask
 from course_lib.pooling import masked_mean
 
@@ -114,12 +115,15 @@ class Embeddings(nn.Module):
 
 # ----------------------------------------------------------------------------------------------- layers
 class FeedForward(nn.Module):
-    """Position-wise feed-forward: expand D -> I, GELU (exact erf form, as in BERT), project I -> D."""
+    """Position-wise feed-forward: expand D -> I, GELU (the exact erf form, as in BERT), project I -> D.
 
-    def __init__(self, config: EncoderConfig):
+    The encoder's layers and the GPT's blocks (:mod:`course_lib.gpt`) both use it.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
-        self.linear1 = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.linear2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.linear1 = nn.Linear(dim, hidden_dim)
+        self.linear2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear2(F.gelu(self.linear1(x)))  # (B, T, D) -> (B, T, I) -> (B, T, D)
@@ -136,7 +140,7 @@ class EncoderLayer(nn.Module):
         self.norm_first = config.norm_first
         self.attention = MultiHeadAttention(config.hidden_size, config.num_heads, dropout=config.dropout)
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.feed_forward = FeedForward(config)
+        self.feed_forward = FeedForward(config.hidden_size, config.intermediate_size)
         self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -336,8 +340,6 @@ def load_pretrained_encoder(path: str | Path | None = None) -> tuple[Encoder, En
     from safetensors.torch import load_file
 
     if path is None:
-        from course_lib.assets import encoder_path
-
         path = encoder_path()
     path = Path(path)
     for file in ("config.json", "model.safetensors"):

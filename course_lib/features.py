@@ -14,7 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from course_lib.assets import cache_dir, load_encoder, load_tokenizer
+from course_lib.data import load_course_dataset
 from course_lib.pooling import POOLING_FUNCTIONS, POOLINGS
+from course_lib.settings import get_profile
 
 FEATURE_CACHE = "features"
 
@@ -68,8 +71,6 @@ def extract_features(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"expected a batch_size >= 1, got {batch_size!r}")
     if model is None or tokenizer is None:
-        from course_lib.assets import load_encoder, load_tokenizer
-
         model = model if model is not None else load_encoder(attn_implementation="sdpa")
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
     device = next(model.parameters()).device
@@ -116,8 +117,6 @@ def _fingerprint(texts: list[str], model, max_length: int) -> str:
 
 def feature_cache_path(name: str, profile: str, split: str, pooling: str, max_length: int, fingerprint: str):
     """Where the features of one split and pooling are cached: keyed by data set, profile, split, pooling."""
-    from course_lib.assets import cache_dir
-
     return cache_dir() / FEATURE_CACHE / f"{name}-{profile}-{split}-{pooling}-len{max_length}-{fingerprint}.npy"
 
 
@@ -137,10 +136,6 @@ def dataset_features(
 
     A cached file is reused only for the same texts, encoder, ``max_length`` and library versions.
     """
-    from course_lib.assets import load_encoder, load_tokenizer
-    from course_lib.data import load_course_dataset
-    from course_lib.settings import get_profile
-
     profile_name = get_profile(profile).name
     splits = load_course_dataset(name, profile_name)
     if split not in splits:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from course_lib.decoder import KVCache
+from course_lib.attention import KVCache
 
 __all__ = ["top_k_filter", "top_p_filter", "next_token_distribution", "next_token", "generate"]
 

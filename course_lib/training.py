@@ -1,21 +1,108 @@
-"""Fine-tuning helpers (lesson 07): metrics, per-example loss, Trainer settings, freezing, ONNX export.
+"""Training code: the language-model training loop of lesson 04, and the fine-tuning helpers of lesson 07
+(metrics, per-example loss, Trainer settings, freezing, ONNX export).
 
-The notebook builds each piece by hand once; these are the tested versions it then relies on.
+The notebooks build each piece by hand once; these are the tested versions they then rely on.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import Tensor, nn
 
 from course_lib.settings import DEFAULT_SEED, get_device, get_profile
 
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+# ----------------------------------------------------------------------------------------------- language model
+def _batch(data: Tensor, batch_size: int, block_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator).to(data.device)  # (B,)
+    offsets = torch.arange(block_size, device=data.device)  # (T,)
+    x = data[starts[:, None] + offsets]  # (B, T)
+    y = data[starts[:, None] + offsets + 1]  # (B, T): the next token at every position
+    return x, y
+
+
+def train_language_model(
+    model: nn.Module,
+    token_ids: Tensor,
+    steps: int,
+    batch_size: int = 32,
+    block_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    eval_every: int = 100,
+    eval_batches: int = 8,
+    val_fraction: float = 0.1,
+    weight_decay: float = 0.01,
+    log: Callable[[str], None] | None = None,
+) -> list[tuple[int, float, float]]:
+    """Train a language model on next-token prediction over a token stream; returns ``(step, train, val)`` losses.
+
+    The last ``val_fraction`` of the stream is held out. Losses are averaged over ``eval_batches`` fixed batches
+    at step 0, every ``eval_every`` steps and at the end. Batches and dropout are seeded, so runs repeat exactly.
+    """
+    if not isinstance(token_ids, Tensor) or token_ids.dtype != torch.long or token_ids.dim() != 1:
+        got = f"{token_ids.dtype} tensor of shape {tuple(token_ids.shape)}" if isinstance(token_ids, Tensor) \
+            else type(token_ids).__name__
+        raise TypeError(f"token_ids must be a 1-D torch.long tensor (a token stream), got {got}")
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("block_size", block_size),
+                        ("eval_every", eval_every), ("eval_batches", eval_batches)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    context = getattr(getattr(model, "config", None), "context_length", None)
+    if context is not None and block_size > context:
+        raise ValueError(f"block_size {block_size} is longer than the model's context_length {context}")
+    split = int(len(token_ids) * (1 - val_fraction))
+    train_data, val_data = token_ids[:split], token_ids[split:]
+    if len(val_data) <= block_size or len(train_data) <= block_size:
+        raise ValueError(
+            f"a token stream of {len(token_ids)} ids is too short for block_size {block_size} with "
+            f"val_fraction {val_fraction}: each split needs more than block_size + 1 ids"
+        )
+    device = next(model.parameters()).device
+    train_data, val_data = train_data.to(device), val_data.to(device)
+
+    @torch.no_grad()
+    def estimate(data: Tensor, which: int) -> float:
+        model.eval()
+        generator = torch.Generator().manual_seed(seed + 1000 + which)  # the same batches at every evaluation
+        losses = [model(*_batch(data, batch_size, block_size, generator))[1].item() for _ in range(eval_batches)]
+        model.train()
+        return sum(losses) / len(losses)
+
+    history = []
+
+    def evaluate(step: int) -> None:
+        train_loss, val_loss = estimate(train_data, 0), estimate(val_data, 1)
+        history.append((step, train_loss, val_loss))
+        if log is not None:
+            log(f"step {step:5d}   train loss {train_loss:.4f}   val loss {val_loss:.4f}")
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout
+        model.train()
+        evaluate(0)
+        for step in range(1, steps + 1):
+            x, y = _batch(train_data, batch_size, block_size, generator)  # (B, T), (B, T)
+            _, loss = model(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            if step % eval_every == 0 or step == steps:
+                evaluate(step)
+        model.eval()
+    return history
 
 
 # ----------------------------------------------------------------------------------------------- metrics

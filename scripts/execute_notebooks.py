@@ -17,15 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import nbtools  # noqa: E402
-import timings  # noqa: E402
+import timings
+from kernel_env import CELL_TIMEOUT_S, NOTEBOOK_DIR, REPO, course_notebooks, kernel_environment
+from memory_sampler import ProcessTreeSampler
+from stored_outputs import METADATA_KEY, execution_record
 
 PROFILE = "quick"
 
 
-def execute(path: Path, cell_timeout: int = nbtools.CELL_TIMEOUT_S) -> dict:
+def execute(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> dict:
     """Run ``path`` top to bottom and write it back with outputs; returns its timing entry."""
     import nbformat
     from jupyter_client.manager import KernelManager
@@ -40,9 +40,9 @@ def execute(path: Path, cell_timeout: int = nbtools.CELL_TIMEOUT_S) -> dict:
     client = NotebookClient(nb, km=km, timeout=cell_timeout, record_timing=False, allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
-    with nbtools.ProcessTreeSampler() as sampler:
+    with ProcessTreeSampler() as sampler:
         try:
-            client.execute(env=nbtools.kernel_environment(PROFILE))
+            client.execute(env=kernel_environment(PROFILE))
         except CellExecutionError as error:
             failed = next((i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and any(
                 out.get("output_type") == "error" for out in cell.get("outputs", []))), "?")
@@ -52,44 +52,44 @@ def execute(path: Path, cell_timeout: int = nbtools.CELL_TIMEOUT_S) -> dict:
             if km.is_alive():
                 km.shutdown_kernel(now=True)
     wall = time.perf_counter() - start
-    nb.metadata[nbtools.METADATA_KEY] = {"executed": nbtools.execution_record(nb, PROFILE)}
+    nb.metadata[METADATA_KEY] = {"executed": execution_record(nb, PROFILE)}
     nbformat.write(nb, path)
     return {
         "wall_s": round(wall, 1),
         "kernel_cpu_s": round(sampler.cpu_seconds, 1),
         "peak_rss_mb": round(sampler.peak_rss_bytes / 2**20),
         "device": "cpu",
-        "threads": int(nbtools.kernel_environment(PROFILE)["OMP_NUM_THREADS"]),
+        "threads": int(kernel_environment(PROFILE)["OMP_NUM_THREADS"]),
         "date": datetime.date.today().isoformat(),
-        **nbtools.machine_description(),
+        **timings.machine_description(),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all of notebooks/)")
-    parser.add_argument("--cell-timeout", type=int, default=nbtools.CELL_TIMEOUT_S, help="seconds per cell")
+    parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S, help="seconds per cell")
     parser.add_argument("--no-timings", action="store_true", help="do not update docs/timings.json")
     args = parser.parse_args(argv)
 
     try:
-        notebooks = nbtools.course_notebooks(args.notebooks)
+        notebooks = course_notebooks(args.notebooks)
     except FileNotFoundError as error:
         parser.error(str(error))
     if not notebooks:
-        print(f"no notebooks found in {nbtools.NOTEBOOK_DIR}")
+        print(f"no notebooks found in {NOTEBOOK_DIR}")
         return 0
-    os.chdir(nbtools.REPO)
+    os.chdir(REPO)
     for path in notebooks:
-        print(f"executing {path.relative_to(nbtools.REPO)} (profile {PROFILE}) ...", flush=True)
+        print(f"executing {path.relative_to(REPO)} (profile {PROFILE}) ...", flush=True)
         entry = execute(path, args.cell_timeout)
         print(f"  done: {entry['wall_s']:.0f} s wall, {entry['kernel_cpu_s']:.0f} s kernel CPU, "
               f"peak kernel memory {entry['peak_rss_mb']} MB", flush=True)
         if not args.no_timings:
-            nbtools.record_timing(path.name, PROFILE, entry)
+            timings.record_timing(path.name, PROFILE, entry)
     if not args.no_timings:
         timings.write_markdown()
-        print(f"updated {nbtools.TIMINGS_JSON.relative_to(nbtools.REPO)} and docs/timings.md")
+        print(f"updated {timings.TIMINGS_JSON.relative_to(REPO)} and docs/timings.md")
     return 0
 
 

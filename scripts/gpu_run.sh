@@ -6,7 +6,7 @@
 #
 # Cells tagged "device-dependent" or "profile-dependent" run but are not compared with the stored (quick, CPU)
 # outputs; every other code cell must reproduce its stored output (docs/gpu.md). Times and peak host memory
-# go to docs/timings.json under "full", and docs/timings.md is re-rendered.
+# go to docs/timings.json under "full-gpu", and docs/timings.md is re-rendered.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-.venv/bin/python}"

@@ -1,19 +1,55 @@
-"""Render ``docs/timings.json`` (written by execute_notebooks.py and gpu_run.sh) as ``docs/timings.md``.
+"""Notebook run times: stored in ``docs/timings.json``, rendered as ``docs/timings.md`` and README's table.
 
     .venv/bin/python scripts/timings.py
+
+Entries are recorded per notebook under a run kind: ``quick`` (``make execute``: quick profile, CPU, 2
+threads), ``full-cpu`` and ``full-gpu`` (``make test-full``, ``scripts/nbval_run.py --profile full --record``).
 """
 from __future__ import annotations
 
-import sys
+import json
+import os
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_env import REPO
 
-import nbtools  # noqa: E402
-
-MARKDOWN = nbtools.REPO / "docs" / "timings.md"
-README = nbtools.REPO / "README.md"
+TIMINGS_JSON = REPO / "docs" / "timings.json"
+MARKDOWN = REPO / "docs" / "timings.md"
+README = REPO / "README.md"
+RUN_KINDS = ("quick", "full-cpu", "full-gpu")
 README_START, README_END = "<!-- timings:start -->", "<!-- timings:end -->"
+
+
+def load_timings(path: Path = TIMINGS_JSON) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"notebooks": {}}
+
+
+def record_timing(notebook_name: str, profile: str, entry: dict, path: Path = TIMINGS_JSON) -> None:
+    """Store one notebook's entry under ``profile``, keeping every other entry (locked against parallel runs)."""
+    import fcntl
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(tempfile.gettempdir()) / "course-timings.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load_timings(path)
+        data.setdefault("notebooks", {}).setdefault(notebook_name, {})[profile] = entry
+        path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def machine_description() -> dict:
+    import platform
+
+    info = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(terse=True)}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
 
 
 def _duration(seconds: float | None) -> str:
@@ -39,19 +75,32 @@ def _machines(data: dict, profile: str) -> str:
     return "; ".join(seen) or "no run recorded yet"
 
 
+def _metrics(entry: dict) -> str:
+    """The notebook's own result figures of a full-profile run (``metrics`` in its entry), e.g. "acc 0.87"."""
+    metrics = entry.get("metrics") or {}
+    return ", ".join(f"{name} {value}" for name, value in metrics.items())
+
+
 def render(data: dict) -> str:
     """The Markdown page: one row per notebook in course order, then totals and how it was measured."""
-    rows = ["| notebook | quick profile, CPU | peak kernel memory (quick) | full profile, GPU | peak host memory (full) |",
-            "|---|---|---|---|---|"]
-    totals = {"quick": 0.0, "full": 0.0}
+    rows = ["| notebook | quick profile, CPU | peak kernel memory (quick) | full profile, CPU | full profile, GPU "
+            "| peak host memory (full, GPU) |",
+            "|---|---|---|---|---|---|"]
+    totals = dict.fromkeys(RUN_KINDS, 0.0)
     for name in sorted(data["notebooks"]):
         entry = data["notebooks"][name]
-        quick, full = entry.get("quick", {}), entry.get("full", {})
-        for profile, e in (("quick", quick), ("full", full)):
-            totals[profile] += e.get("wall_s", 0.0)
+        quick, full_cpu, full_gpu = (entry.get(kind, {}) for kind in RUN_KINDS)
+        for kind in RUN_KINDS:
+            totals[kind] += entry.get(kind, {}).get("wall_s", 0.0)
         rows.append(f"| `{name}` | {_duration(quick.get('wall_s'))} | {_memory(quick.get('peak_rss_mb'))} | "
-                    f"{_duration(full.get('wall_s'))} | {_memory(full.get('peak_rss_mb'))} |")
-    rows.append(f"| **whole course** | **{_duration(totals['quick'])}** | | **{_duration(totals['full'] or None)}** | |")
+                    f"{_duration(full_cpu.get('wall_s'))} | {_duration(full_gpu.get('wall_s'))} | "
+                    f"{_memory(full_gpu.get('peak_rss_mb'))} |")
+    rows.append(f"| **whole course** | **{_duration(totals['quick'])}** | | "
+                f"**{_duration(totals['full-cpu'] or None)}**{' (the notebooks run)' if totals['full-cpu'] else ''} | "
+                f"**{_duration(totals['full-gpu'] or None)}** | |")
+    full_runs = [f"`{name}`: {_duration(e['full-cpu']['wall_s'])}, peak {_memory(e['full-cpu'].get('peak_rss_mb'))}"
+                 + (f", {_metrics(e['full-cpu'])}" if _metrics(e["full-cpu"]) else "")
+                 for name, e in sorted(data["notebooks"].items()) if "full-cpu" in e]
     return "\n".join([
         "# Notebook run times",
         "",
@@ -65,11 +114,16 @@ def render(data: dict) -> str:
         "- **quick profile, CPU**: `make execute` (`scripts/execute_notebooks.py`) runs each notebook in a fresh "
         "kernel with `COURSE_PROFILE=quick` on the CPU with 2 threads. Time is wall-clock time of the whole "
         f"notebook, kernel start included. Measured on: {_machines(data, 'quick')}.",
-        "- **full profile, GPU**: `scripts/gpu_run.sh` on a CUDA machine, `COURSE_PROFILE=full`, timed around the "
-        f"nbval run of each notebook. Measured on: {_machines(data, 'full')}.",
+        "- **full profile, CPU**: `make test-full` on a machine without a GPU: the whole data sets, every "
+        "assertion of the notebook checked, timed around the run of each notebook. Measured on: "
+        f"{_machines(data, 'full-cpu')}. A notebook shown as not recorded was not run in this kind.",
+        "- **full profile, GPU**: `make test-full` (or `scripts/gpu_run.sh`) on a CUDA machine. Measured on: "
+        f"{_machines(data, 'full-gpu')}.",
         "- **peak memory**: resident memory of the kernel and its child processes, sampled every 0.2 s "
         "(GPU memory is not included).",
         "",
+        *(["Full-profile CPU runs, with the figures each notebook reports:", "",
+           *[f"- {line}" for line in full_runs], ""] if full_runs else []),
     ])
 
 
@@ -89,7 +143,7 @@ def readme_with_table(readme: str, markdown: str) -> str:
 def write_markdown(path: Path = MARKDOWN, readme: Path | None = README) -> Path:
     """Write docs/timings.md, and the same table into README.md between its markers."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    markdown = render(nbtools.load_timings())
+    markdown = render(load_timings())
     path.write_text(markdown)
     if readme is not None and readme.is_file():
         readme.write_text(readme_with_table(readme.read_text(encoding="utf-8"), markdown), encoding="utf-8")
@@ -97,4 +151,4 @@ def write_markdown(path: Path = MARKDOWN, readme: Path | None = README) -> Path:
 
 
 if __name__ == "__main__":
-    print(f"wrote {write_markdown().relative_to(nbtools.REPO)} and the table in README.md")
+    print(f"wrote {write_markdown().relative_to(REPO)} and the table in README.md")

@@ -18,6 +18,8 @@ from course_lib.attention import (
     to_additive_mask,
 )
 
+pytestmark = pytest.mark.numeric  # floating-point results: run under both numeric configurations
+
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 DTYPES = [pytest.param(torch.float64, id="float64"), pytest.param(torch.float32, id="float32")]
 SHAPES = [  # (batch, heads, tokens, head_dim)

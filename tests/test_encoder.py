@@ -26,6 +26,8 @@ from course_lib.encoder import (
     sinusoidal_positions,
 )
 
+pytestmark = pytest.mark.numeric  # floating-point results: run under both numeric configurations
+
 ATOL = 1e-5
 MINILM_PARAMETERS = 22_713_216  # all-MiniLM-L6-v2 as published: 22.7M
 

@@ -7,6 +7,8 @@ import torch
 
 from course_lib.features import dataset_features, extract_features, feature_cache_path
 
+pytestmark = pytest.mark.numeric  # floating-point results: run under both numeric configurations
+
 TEXTS = [
     "A warm, funny and beautifully acted film.",
     "Dull.",

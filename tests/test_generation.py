@@ -7,8 +7,10 @@ import math
 import pytest
 import torch
 
-from course_lib.decoder import GPT, GPTConfig
+from course_lib.gpt import GPT, GPTConfig
 from course_lib.generation import generate, next_token, next_token_distribution, top_k_filter, top_p_filter
+
+pytestmark = pytest.mark.numeric  # floating-point results: run under both numeric configurations
 
 INF = float("-inf")
 

@@ -10,15 +10,12 @@ import subprocess
 import sys
 import textwrap
 import threading
-from pathlib import Path
 
 import pytest
 
 from course_lib import netblock
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-
-import nbtools  # noqa: E402
+from kernel_env import kernel_environment
 
 TEST_NET = "192.0.2.1"
 
@@ -103,7 +100,7 @@ def test_sitecustomize_turns_the_guard_on_in_a_new_python_process():
         threading.Thread(target=lambda: server.accept()[0].sendall(b"pong"), daemon=True).start()
         print("loopback:", socket.create_connection(server.getsockname(), timeout=5).recv(4))
     """)
-    env = nbtools.kernel_environment("quick")
+    env = kernel_environment("quick")
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["outbound: NetworkBlockedError", "loopback: b'pong'"]
@@ -111,7 +108,7 @@ def test_sitecustomize_turns_the_guard_on_in_a_new_python_process():
 
 
 def test_without_the_variable_the_sitecustomize_leaves_sockets_alone():
-    env = nbtools.kernel_environment("quick")
+    env = kernel_environment("quick")
     env["COURSE_BLOCK_NETWORK"] = "0"
     probe = "import socket; print('netblock' in getattr(socket.socket.connect, '__module__', ''))"
     done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)

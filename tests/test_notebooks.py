@@ -6,34 +6,39 @@ A second, fast test per notebook checks that the stored outputs come from the cu
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import nbformat
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from kernel_env import NOTEBOOK_DIR, course_notebooks
+from nbval_runs import run_nbval
+from stored_outputs import (
+    METADATA_KEY,
+    code_cells,
+    compared_share,
+    execution_record,
+    lax_copy_for_gpu,
+    stale_output_problems,
+)
 
-import nbtools  # noqa: E402
-
-NOTEBOOKS = nbtools.course_notebooks()
+NOTEBOOKS = course_notebooks()
 PARAMS = [pytest.param(path, id=path.stem) for path in NOTEBOOKS] or [
-    pytest.param(None, id="no-notebooks", marks=pytest.mark.skip(reason=f"no notebooks in {nbtools.NOTEBOOK_DIR}"))
+    pytest.param(None, id="no-notebooks", marks=pytest.mark.skip(reason=f"no notebooks in {NOTEBOOK_DIR}"))
 ]
 
 
 @pytest.mark.notebooks
+@pytest.mark.numeric
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", PARAMS)
 def test_notebook_reproduces_its_stored_outputs(notebook, tmp_path):
-    result = nbtools.run_nbval(notebook, profile="quick", workdir=tmp_path)
+    result = run_nbval(notebook, profile="quick", workdir=tmp_path)
     if not result.passed:
         pytest.fail(result.report(), pytrace=False)
 
 
 @pytest.mark.parametrize("notebook", PARAMS)
 def test_stored_outputs_come_from_the_current_sources(notebook):
-    problems = nbtools.stale_output_problems(nbformat.read(notebook, as_version=4))
+    problems = stale_output_problems(nbformat.read(notebook, as_version=4))
     if problems:
         pytest.fail(f"{notebook.name}: stored outputs are out of date:\n  - " + "\n  - ".join(problems)
                     + f"\nFix: .venv/bin/python scripts/execute_notebooks.py notebooks/{notebook.name}",
@@ -43,7 +48,7 @@ def test_stored_outputs_come_from_the_current_sources(notebook):
 @pytest.mark.parametrize("notebook", PARAMS)
 def test_most_outputs_are_compared_by_nbval(notebook):
     nb = nbformat.read(notebook, as_version=4)
-    share, ignored = nbtools.compared_share(nb)
+    share, ignored = compared_share(nb)
     assert share >= 0.6, (f"{notebook.name}: only {share:.0%} of the code cells with output are compared; "
                           f"ignored: code cells {ignored}. Assert a range in a visible cell instead of ignoring.")
 
@@ -58,46 +63,46 @@ def _notebook(*sources: str, outputs: list[list[dict]] | None = None):
         cell = nbformat.v4.new_code_cell(source, execution_count=number + 1)
         cell.outputs = [nbformat.from_dict(o) for o in (outputs[number] if outputs else [])]
         nb.cells.append(cell)
-    nb.metadata[nbtools.METADATA_KEY] = {"executed": nbtools.execution_record(nb, "quick")}
+    nb.metadata[METADATA_KEY] = {"executed": execution_record(nb, "quick")}
     return nb
 
 
 def test_staleness_check_accepts_a_notebook_executed_from_its_current_sources():
-    assert nbtools.stale_output_problems(_notebook("x = 1", "print(x)")) == []
+    assert stale_output_problems(_notebook("x = 1", "print(x)")) == []
 
 
 def test_staleness_check_names_the_code_cell_edited_after_execution():
     nb = _notebook("x = 1", "print(x)")
     nb.cells[2].source = "print(x + 1)"
-    problems = nbtools.stale_output_problems(nb)
+    problems = stale_output_problems(nb)
     assert len(problems) == 1 and "code cell 1" in problems[0] and "print(x + 1)" in problems[0]
 
 
 def test_staleness_check_flags_added_cells_missing_records_and_out_of_order_runs():
     added = _notebook("x = 1")
     added.cells.append(nbformat.v4.new_code_cell("y = 2", execution_count=2))
-    assert any("2 code cells, 1 when it was executed" in p for p in nbtools.stale_output_problems(added))
+    assert any("2 code cells, 1 when it was executed" in p for p in stale_output_problems(added))
 
     unrecorded = _notebook("x = 1")
-    del unrecorded.metadata[nbtools.METADATA_KEY]
-    assert "no execution record" in nbtools.stale_output_problems(unrecorded)[0]
+    del unrecorded.metadata[METADATA_KEY]
+    assert "no execution record" in stale_output_problems(unrecorded)[0]
 
     rerun = _notebook("x = 1", "y = 2")
     rerun.cells[1].execution_count = 3  # the first cell was run a second time by hand
-    assert any("execution counts are [3, 2]" in p for p in nbtools.stale_output_problems(rerun))
+    assert any("execution counts are [3, 2]" in p for p in stale_output_problems(rerun))
 
 
 def test_staleness_check_rejects_outputs_stored_from_the_full_profile():
     nb = _notebook("x = 1")
-    nb.metadata[nbtools.METADATA_KEY]["executed"]["profile"] = "full"
-    assert any("'full' profile" in p for p in nbtools.stale_output_problems(nb))
+    nb.metadata[METADATA_KEY]["executed"]["profile"] = "full"
+    assert any("'full' profile" in p for p in stale_output_problems(nb))
 
 
 def test_compared_share_counts_ignored_cells_by_tag_and_by_comment():
     nb = _notebook("print(1)", "# NBVAL_IGNORE_OUTPUT\nprint(2)", "print(3)", "x = 4",
                    outputs=[[{"output_type": "stream", "name": "stdout", "text": "1\n"}]] * 3 + [[]])
     nb.cells[3].metadata["tags"] = ["nbval-ignore-output"]
-    share, ignored = nbtools.compared_share(nb)
+    share, ignored = compared_share(nb)
     assert share == pytest.approx(1 / 3) and ignored == [1, 2]
 
 
@@ -108,8 +113,8 @@ def test_gpu_copy_marks_only_device_independent_cells_for_comparison(tmp_path):
     nb.cells[4].metadata["tags"] = ["nbval-ignore-output"]
     source = tmp_path / "07_example.ipynb"
     nbformat.write(nb, source)
-    copy = nbformat.read(nbtools.lax_copy_for_gpu(source, tmp_path / "build"), as_version=4)
-    tags = [cell.metadata.get("tags", []) for cell in nbtools.code_cells(copy)]
+    copy = nbformat.read(lax_copy_for_gpu(source, tmp_path / "build"), as_version=4)
+    tags = [cell.metadata.get("tags", []) for cell in code_cells(copy)]
     assert ["nbval-check-output" in t for t in tags] == [True, False, False, False]
 
 
@@ -133,7 +138,7 @@ def test_nbval_run_reports_the_failing_cells_and_refuses_the_network_in_the_kern
     path = tmp_path / "99_probe.ipynb"
     nbformat.write(nb, path)
 
-    result = nbtools.run_nbval(path, workdir=tmp_path)
+    result = run_nbval(path, workdir=tmp_path)
 
     assert not result.passed
     assert len(result.failures) == 2, result.report()
@@ -153,17 +158,17 @@ def test_executed_notebook_records_its_sources_and_reproduces_under_nbval(tmp_pa
         "print('netblock' in socket.socket.connect.__module__)",
         "print(hash('tokens'))",  # string hashing is randomised per process unless PYTHONHASHSEED is fixed
     )
-    for cell in nbtools.code_cells(nb):
+    for cell in code_cells(nb):
         cell.execution_count = None
-    del nb.metadata[nbtools.METADATA_KEY]
+    del nb.metadata[METADATA_KEY]
     path = tmp_path / "98_probe.ipynb"
     nbformat.write(nb, path)
 
     entry = execute_notebooks.execute(path)
 
     executed = nbformat.read(path, as_version=4)
-    outputs = [cell.outputs[0]["text"] for cell in nbtools.code_cells(executed)]
+    outputs = [cell.outputs[0]["text"] for cell in code_cells(executed)]
     assert outputs[:2] == ["quick 0\n", "True\n"]
-    assert nbtools.stale_output_problems(executed) == []
+    assert stale_output_problems(executed) == []
     assert entry["wall_s"] > 0 and entry["peak_rss_mb"] > 10
-    assert nbtools.run_nbval(path, workdir=tmp_path).passed  # a second process reproduces every output
+    assert run_nbval(path, workdir=tmp_path).passed  # a second process reproduces every output

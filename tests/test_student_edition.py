@@ -3,19 +3,15 @@ the friendly "not done yet" message, and pasting the stored solution into the st
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import nbformat
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from kernel_env import CELL_TIMEOUT_S, course_notebooks, kernel_environment
 
-import nbtools  # noqa: E402
+from course_lib import editions
 
-from course_lib import editions  # noqa: E402
-
-NOTEBOOKS = nbtools.course_notebooks()
+NOTEBOOKS = course_notebooks()
 PARAMS = [pytest.param(p, id=p.stem) for p in NOTEBOOKS] or [
     pytest.param(None, id="no-notebooks", marks=pytest.mark.skip(reason="no notebooks yet"))]
 
@@ -59,10 +55,10 @@ def test_student_edition_runs_and_each_stored_solution_passes_its_check(notebook
     source = nbformat.read(notebook, as_version=4)
     solutions = [c.source for c in source.cells if "solution" in _tags(c)]
     student = editions.student_notebook(source)
-    for name, value in nbtools.kernel_environment("quick").items():
+    for name, value in kernel_environment("quick").items():
         monkeypatch.setenv(name, value)
     km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME, kernel_spec_manager=NbvalKernelspecManager())
-    client = NotebookClient(student, km=km, timeout=nbtools.CELL_TIMEOUT_S, allow_errors=False,
+    client = NotebookClient(student, km=km, timeout=CELL_TIMEOUT_S, allow_errors=False,
                             resources={"metadata": {"path": str(notebook.parent)}})
     try:  # a kernel manager passed in is ours to stop: nbclient leaves it running
         with client.setup_kernel():

@@ -2,29 +2,28 @@
 docs/timings.json, and a README without the markers is refused with a message naming them."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 
-import nbtools  # noqa: E402
-import timings  # noqa: E402
+import timings
+from kernel_env import course_notebooks
+from timings import load_timings
 
 
 def test_timings_page_matches_the_recorded_timings():
-    assert (ROOT / "docs" / "timings.md").read_text() == timings.render(nbtools.load_timings()), \
+    assert (ROOT / "docs" / "timings.md").read_text() == timings.render(load_timings()), \
         "docs/timings.md is out of date: run `make timings`"
 
 
 def test_readme_shows_the_current_timing_table_for_every_lesson():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    current = timings.table(timings.render(nbtools.load_timings()))
-    assert timings.readme_with_table(readme, timings.render(nbtools.load_timings())) == readme, \
+    current = timings.table(timings.render(load_timings()))
+    assert timings.readme_with_table(readme, timings.render(load_timings())) == readme, \
         "README.md's timing table is out of date: run `make timings`"
-    for notebook in nbtools.course_notebooks():
+    for notebook in course_notebooks():
         assert f"`{notebook.name}`" in current, f"{notebook.name} has no recorded run time: run `make execute`"
 
 

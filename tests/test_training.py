@@ -7,6 +7,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from course_lib import training
 
+pytestmark = pytest.mark.numeric  # floating-point results: run under both numeric configurations
+
 
 @pytest.fixture(scope="module")
 def classifier():

@@ -21,6 +21,7 @@ from typing import Iterable, Sequence
 
 import regex
 
+from course_lib.assets import encoder_path
 from course_lib.tokenization._checks import check_ids, check_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -188,8 +189,6 @@ class WordPieceTokenizer:
         Without ``folder``, the course encoder's folder (``course_lib.assets.encoder_path()``).
         """
         if folder is None:
-            from course_lib.assets import encoder_path
-
             folder = encoder_path()
         folder = Path(folder)
         vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")

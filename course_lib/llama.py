@@ -1,0 +1,267 @@
+"""A Llama-style decoder, the architecture of SmolLM2, written part by part (lesson 05).
+
+What changes against the GPT of lesson 04: RMSNorm instead of LayerNorm, rotary position embeddings applied to
+queries and keys instead of learned position vectors, grouped-query attention (``G`` key/value heads shared by
+``H`` query heads), a gated SwiGLU feed-forward network, and no biases. :func:`load_pretrained_decoder` loads
+SmolLM2-135M-Instruct's checkpoint through a table of parameter names, and the result matches ``transformers``.
+
+Shapes: ``B`` batch, ``T`` new tokens, ``S`` key/value tokens (cached + new), ``D`` model width, ``H`` query
+heads, ``G`` key/value heads, ``d`` head width, ``V`` vocabulary.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib.assets import decoder_path
+from course_lib.attention import KVCache, decoder_mask, scaled_dot_product_attention
+from course_lib.decoder import check_inputs, language_model_loss, position_ids
+
+__all__ = [
+    "LlamaConfig", "RMSNorm", "rotary_cos_sin", "rotate_half", "apply_rotary", "repeat_kv", "GroupedQueryAttention",
+    "SwiGLU", "LlamaBlock", "LlamaForCausalLM", "hf_llama_name_map", "load_pretrained_decoder",
+]
+
+
+@dataclass
+class LlamaConfig:
+    """Size of a Llama-style model; the defaults are SmolLM2-135M's."""
+
+    vocab_size: int = 49152
+    context_length: int = 8192
+    dim: int = 576
+    num_layers: int = 30
+    num_heads: int = 9
+    num_kv_heads: int = 3
+    head_dim: int = 64
+    hidden_dim: int = 1536
+    rope_theta: float = 100000.0
+    norm_eps: float = 1e-5
+    tie_weights: bool = True
+
+    def __post_init__(self):
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+        if self.head_dim % 2:
+            raise ValueError(f"rotary positions need an even head_dim, got {self.head_dim}")
+
+    @classmethod
+    def from_hf_config(cls, config: dict) -> LlamaConfig:
+        """Read a ``transformers`` Llama ``config.json`` (as a dict)."""
+        if config.get("model_type") != "llama":
+            raise ValueError(f"expected a Llama config (model_type 'llama'), got {config.get('model_type')!r}")
+        for key, supported in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
+            if config.get(key, supported) != supported:
+                raise ValueError(f"this model implements {key}={supported!r}, the config has {config[key]!r}")
+        rope = config.get("rope_parameters") or {}
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"only the default rotary embedding is implemented, got rope_type {rope['rope_type']!r}")
+        return cls(
+            vocab_size=config["vocab_size"],
+            context_length=config["max_position_embeddings"],
+            dim=config["hidden_size"],
+            num_layers=config["num_hidden_layers"],
+            num_heads=config["num_attention_heads"],
+            num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
+            head_dim=config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"],
+            hidden_dim=config["intermediate_size"],
+            rope_theta=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
+            norm_eps=config["rms_norm_eps"],
+            tie_weights=config.get("tie_word_embeddings", False),
+        )
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm: x / sqrt(mean(x^2) + eps) * weight (no mean subtraction, no bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)  # (B, T, D)
+        return self.weight * normed.to(x.dtype)
+
+
+def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """Cosines and sines of the rotation angles ``position * theta^(-2i/d)``: each ``(B, T, d)``.
+
+    Half-rotation layout: feature ``i`` is paired with feature ``i + d/2``, so the angles are repeated twice.
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim)
+    angles = positions[..., None].float() * inv_freq  # (B, T, d/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (B, T, d)
+    return angles.cos(), angles.sin()
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """(x1, x2) -> (-x2, x1) on the two halves of the last dimension: a 90-degree turn of each pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate each (i, i + d/2) feature pair of ``x`` ``(B, H, T, d)`` by its position's angle."""
+    cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, d)
+    return x * cos + rotate_half(x) * sin
+
+
+def repeat_kv(x: Tensor, group: int) -> Tensor:
+    """``(B, G, S, d)`` -> ``(B, G * group, S, d)``: each key/value head repeated for the ``group`` query heads
+    that share it (query heads ``0..group-1`` read key/value head 0, and so on)."""
+    return x.repeat_interleave(group, dim=1)
+
+
+class GroupedQueryAttention(nn.Module):
+    """Causal attention with rotary positions where each key/value head serves ``H / G`` query heads."""
+
+    def __init__(self, config: LlamaConfig, layer_index: int = 0):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = config.num_heads, config.num_kv_heads, config.head_dim
+        self.layer_index = layer_index
+        self.query = nn.Linear(config.dim, config.num_heads * config.head_dim, bias=False)
+        self.key = nn.Linear(config.dim, config.num_kv_heads * config.head_dim, bias=False)
+        self.value = nn.Linear(config.dim, config.num_kv_heads * config.head_dim, bias=False)
+        self.out = nn.Linear(config.num_heads * config.head_dim, config.dim, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
+                cache: KVCache | None = None) -> tuple[Tensor, Tensor]:
+        B, T, _ = x.shape
+        q = self.query(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
+        k = self.key(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, d)
+        v = self.value(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, d)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # positions enter here, not in the embeddings
+        if cache is not None:
+            k, v = cache.update(self.layer_index, k, v)  # (B, G, S, d)
+        group = self.num_heads // self.num_kv_heads
+        k, v = repeat_kv(k, group), repeat_kv(v, group)  # (B, H, S, d) each
+        y, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d), (B, H, T, S)
+        y = y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, H*d)
+        return self.out(y), weights  # (B, T, D)
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.gate = nn.Linear(dim, hidden_dim, bias=False)
+        self.up = nn.Linear(dim, hidden_dim, bias=False)
+        self.down = nn.Linear(hidden_dim, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))  # (B, T, D)
+
+
+class LlamaBlock(nn.Module):
+    """Pre-norm Llama block: x + attention(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))."""
+
+    def __init__(self, config: LlamaConfig, layer_index: int = 0):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn = GroupedQueryAttention(config, layer_index)
+        self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
+        self.mlp = SwiGLU(config.dim, config.hidden_dim)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
+                cache: KVCache | None = None) -> tuple[Tensor, Tensor]:
+        attended, weights = self.attn(self.attn_norm(x), cos, sin, mask, cache)
+        x = x + attended  # (B, T, D)
+        x = x + self.mlp(self.mlp_norm(x))  # (B, T, D)
+        return x, weights
+
+
+class LlamaForCausalLM(nn.Module):
+    """Llama-style language model: token embeddings, rotary-position blocks, final RMSNorm, LM head."""
+
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.dim)
+        self.blocks = nn.ModuleList(LlamaBlock(config, i) for i in range(config.num_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.lm_head = nn.Linear(config.dim, config.vocab_size, bias=False)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+        if config.tie_weights:
+            self.lm_head.weight = self.embed.weight
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, input_ids: Tensor, targets: Tensor | None = None, attention_mask: Tensor | None = None,
+                cache: KVCache | None = None, output_attentions: bool = False):
+        """``(B, T)`` ids -> ``(logits (B, T, V), loss or None)``, plus per-layer ``(B, H, T, S)`` weights if asked.
+
+        With left padding, pass ``attention_mask`` (1 = real token): positions then count real tokens only.
+        """
+        past = cache.length if cache is not None else 0
+        check_inputs(input_ids, self.config.vocab_size, targets, attention_mask, past, self.config.context_length)
+        T = input_ids.shape[1]
+        positions = position_ids(T, past, attention_mask, input_ids.device)  # (B or 1, T)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)  # (B or 1, T, d)
+        mask = decoder_mask(T, past, attention_mask, input_ids.device)  # (B or 1, 1, T, S)
+        x = self.embed(input_ids)  # (B, T, D)
+        attentions = []
+        for block in self.blocks:
+            x, weights = block(x, cos.to(x.dtype), sin.to(x.dtype), mask, cache)  # (B, T, D), (B, H, T, S)
+            attentions.append(weights)
+        logits = self.lm_head(self.norm(x))  # (B, T, V)
+        loss = language_model_loss(logits, targets)
+        return (logits, loss, tuple(attentions)) if output_attentions else (logits, loss)
+
+
+def hf_llama_name_map(num_layers: int) -> dict[str, str]:
+    """Parameter names of a ``transformers`` Llama checkpoint -> names in :class:`LlamaForCausalLM`."""
+    names = {"model.embed_tokens.weight": "embed.weight", "model.norm.weight": "norm.weight",
+             "lm_head.weight": "lm_head.weight"}
+    per_layer = {
+        "input_layernorm.weight": "attn_norm.weight",
+        "self_attn.q_proj.weight": "attn.query.weight",
+        "self_attn.k_proj.weight": "attn.key.weight",
+        "self_attn.v_proj.weight": "attn.value.weight",
+        "self_attn.o_proj.weight": "attn.out.weight",
+        "post_attention_layernorm.weight": "mlp_norm.weight",
+        "mlp.gate_proj.weight": "mlp.gate.weight",
+        "mlp.up_proj.weight": "mlp.up.weight",
+        "mlp.down_proj.weight": "mlp.down.weight",
+    }
+    for i in range(num_layers):
+        names.update({f"model.layers.{i}.{hf}": f"blocks.{i}.{ours}" for hf, ours in per_layer.items()})
+    return names
+
+
+def load_pretrained_decoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
+    """The course's Llama-style model with SmolLM2-135M's weights, in eval mode.
+
+    ``path``: a folder with a transformers Llama ``config.json`` and ``model.safetensors`` (default: the course's).
+    """
+    from safetensors.torch import load_file
+
+    if path is None:
+        path = decoder_path()
+    path = Path(path)
+    for name in ("config.json", "model.safetensors"):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"expected {name} in the decoder folder {path}")
+    config = LlamaConfig.from_hf_config(json.loads((path / "config.json").read_text()))
+    checkpoint = load_file(str(path / "model.safetensors"))
+    names = hf_llama_name_map(config.num_layers)
+    unknown = sorted(set(checkpoint) - set(names))
+    if unknown:
+        raise ValueError(f"the checkpoint has parameters this model does not know: {unknown[:5]}")
+    state = {names[key]: tensor.to(dtype) for key, tensor in checkpoint.items()}
+    if config.tie_weights:  # a tied checkpoint may store the shared matrix under either name
+        shared = state.get("embed.weight", state.get("lm_head.weight"))
+        state["embed.weight"] = state["lm_head.weight"] = shared
+    model = LlamaForCausalLM(config).to(dtype)
+    model.load_state_dict(state, strict=True)
+    return model.eval()
