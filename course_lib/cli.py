@@ -1,7 +1,9 @@
 """``course-lib`` (or ``python -m course_lib``): check and prepare the course's assets.
 
-* ``doctor``: locate and load every model and data file; print a table; exit 1 if anything is missing.
-* ``prepare``: the same, but first build the caches (de-quantized decoder, fine-tuned sentiment model).
+* ``doctor``: locate, verify (caches: sizes and checksums) and load every model and data file; print a table;
+  exit 1 if anything is missing or damaged.
+* ``prepare``: the same, but first build the caches (de-quantized decoder, fine-tuned sentiment model) and
+  rebuild any that is damaged or out of date, saying why.
 """
 from __future__ import annotations
 
@@ -10,24 +12,10 @@ import platform
 import sys
 
 
-def _print_table(reports) -> None:
-    rows = [("asset", "package", "size", "load", "status", "location")]
-    for r in reports:
-        rows.append((
-            r.name, r.package,
-            "-" if r.size_mb is None else f"{r.size_mb:,.1f} MB",
-            "-" if r.load_seconds is None else f"{r.load_seconds:.2f} s",
-            r.status if len(r.status) < 60 else r.status[:57] + "...",
-            r.location,
-        ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for k, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
-        if k == 0:
-            print("  ".join("-" * w for w in widths) + "  " + "-" * 8)
-    for r in reports:
-        if r.status != "ok":
-            print(f"\n{r.name}: {r.status}")
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return int(text)
 
 
 def _environment_line() -> str:
@@ -45,8 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="course-lib", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("doctor", help="check every asset and cache, print a table")
-    sub.add_parser("prepare", help="build the caches, then check everything (run before class)")
+    for name, text in (("doctor", "check every asset and cache, print a table"),
+                       ("prepare", "build or repair the caches, then check everything (run before class)")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--sentiment-steps", type=_positive_int, default=None, metavar="N",
+                             help="expect (and build) the sentiment model fine-tuned for N steps instead of the "
+                                  "course's 150: a quick build for testing the caches, not for the lessons")
     editions = sub.add_parser("editions", help="write the student edition of every notebook")
     editions.add_argument("--source", default="notebooks")
     editions.add_argument("--out", default="editions/student")
@@ -66,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("notebooks", "install-assets"):
         return _install_command(args)
 
-    from course_lib.assets import doctor_reports
+    from course_lib import doctor  # imports torch and transformers: not needed by editions and slides
     from course_lib.settings import ProfileError
 
     try:
@@ -78,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    reports = doctor_reports(build_caches=args.command == "prepare")
-    _print_table(reports)
-    bad = [r for r in reports if r.status != "ok"]
+    reports = doctor.doctor_reports(build_caches=args.command == "prepare", sentiment_steps=args.sentiment_steps)
+    doctor.print_table(reports)
+    bad = [r for r in reports if not r.ok]
     print(f"\n{len(reports) - len(bad)}/{len(reports)} assets ok.")
     return 1 if bad else 0
 

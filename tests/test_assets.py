@@ -1,14 +1,18 @@
 """The offline asset layer: every asset resolves and loads from its package; failures are fast and clear."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from course_lib import assets
+
+COURSE_LIB = Path(assets.__file__).parent
 
 
 @pytest.mark.parametrize("name", sorted(assets.ASSETS))
@@ -21,12 +25,40 @@ def test_every_asset_resolves_to_an_existing_path_inside_its_package(name):
 
 
 def test_asset_versions_match_the_hash_pinned_requirements_file():
-    from pathlib import Path
-
-    lines = Path(assets.__file__).parents[1].joinpath(assets.ASSETS_REQUIREMENTS).read_text().splitlines()
+    lines = COURSE_LIB.parent.joinpath(assets.ASSETS_REQUIREMENTS).read_text().splitlines()
     pinned = dict(line.split()[0].split("==") for line in lines if line and not line.startswith("#"))
+    assert assets.PINS == pinned
     for asset in assets.ASSETS.values():
-        assert pinned[asset.distribution] == asset.version
+        assert asset.version == pinned[asset.distribution]
+        assert asset.pin == f"{asset.distribution}=={pinned[asset.distribution]}"
+
+
+def _string_constants(path: Path) -> list[str]:
+    return [node.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant)
+            and isinstance(node.value, str)]
+
+
+def test_asset_versions_are_written_once_in_the_code():
+    for path in COURSE_LIB.rglob("*.py"):
+        for text in _string_constants(path):
+            assert not any(f"{name}==" in text for name in assets.PINS), f"{path}: a pin written out: {text!r}"
+    constants = _string_constants(COURSE_LIB / "assets.py")
+    for version in set(assets.PINS.values()):
+        assert constants.count(version) == list(assets.PINS.values()).count(version), version
+
+
+def test_the_asset_layer_depends_on_no_lesson_module_and_imports_at_the_top():
+    code = "import sys, course_lib.assets\nprint(sorted(m for m in sys.modules if m.startswith('course_lib')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert eval(result.stdout) == ["course_lib", "course_lib._offline", "course_lib.assets", "course_lib.cache",
+                                   "course_lib.errors"]
+    for name in ("assets", "cache", "errors", "sentiment", "doctor", "data"):
+        tree = ast.parse((COURSE_LIB / f"{name}.py").read_text())
+        for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course_lib"):
+                    pytest.fail(f"{name}.py imports {node.module} inside {function.name}()")
 
 
 def test_missing_package_raises_one_clear_error_naming_the_install_command():
@@ -130,3 +162,41 @@ def test_missing_decoder_cache_without_build_names_the_prepare_command(tmp_path,
     monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
     with pytest.raises(assets.AssetMissingError, match="make prepare"):
         assets.decoder_path(build=False)
+
+
+@pytest.mark.parametrize("load", [assets.load_encoder, assets.load_tokenizer, assets.load_decoder,
+                                  assets.load_decoder_tokenizer])
+@pytest.mark.parametrize("given", ["./no-such-model", "/no/such/model", "~/no-such-model", "models/org/name",
+                                   Path("no-such-model")])
+def test_a_local_folder_that_does_not_exist_is_named_not_sent_to_the_hub(load, given):
+    with pytest.raises(assets.FolderNotFoundError) as caught:
+        load(given)
+    message = str(caught.value)
+    assert str(Path(given).expanduser()) in message and "does not exist" in message
+    assert f"{load.__name__}()" in message
+
+
+def test_hub_ids_and_existing_folders_are_told_apart(tmp_path, monkeypatch):
+    assert assets.resolve_model("sentence-transformers/all-MiniLM-L6-v2", "load_encoder") == \
+        "sentence-transformers/all-MiniLM-L6-v2"
+    assert assets.resolve_model("gpt2", "load_decoder") == "gpt2"
+    assert assets.resolve_model(None, "load_encoder") is None
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert assets.resolve_model("org/name", "load_encoder") == Path("org/name")  # a folder here wins
+    assert assets.resolve_model(tmp_path, "load_encoder") == tmp_path
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(assets.FolderNotFoundError, match="is a file, not a folder"):
+        assets.resolve_model("./weights.bin", "load_encoder")
+
+
+def test_a_cache_folder_that_cannot_be_created_is_reported_only_when_a_build_needs_it(monkeypatch):
+    unreachable = Path("/proc/no-such-process/course-cache")  # mkdir fails here even for root
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(unreachable))
+    assert assets.cache_dir() == unreachable
+    with pytest.raises(assets.AssetMissingError, match="not built yet"):
+        assets.decoder_path(build=False)
+    with pytest.raises(assets.CacheNotWritableError) as caught:
+        assets.decoder_path()
+    assert f"{unreachable} does not exist and you" in str(caught.value) and "cannot create it" in str(caught.value)
+    assert f"COURSE_CACHE_DIR={unreachable} make prepare" in str(caught.value)

