@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             "resumed_from": args.resume_from,
             "stopped_after": args.stop_after or None,
             "losses": {int(e["step"]): e["loss"] for e in trainer.state.log_history if "loss" in e},
+            "grad_norms": {int(e["step"]): e["grad_norm"] for e in trainer.state.log_history if "grad_norm" in e},
             "eval": {k: v for k, v in metrics.items() if k in ("eval_loss", "eval_accuracy", "eval_f1")},
             "train_seconds": round(seconds, 2),
             "torch": torch.__version__.split("+")[0],
