@@ -1,25 +1,126 @@
 """Lesson 00 exercises: references agree with torch / transformers, and the checker explains each mistake."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from course_lib.checks import check
 from course_lib.checks.lesson00 import count_parameters, make_batch, predicted_labels, probabilities
 
 
 def test_correct_answers_written_differently_also_pass():
+    def batch_with_torch_padding(sequences, pad_id=0):
+        rows = [torch.tensor(ids) for ids in sequences]
+        mask = [torch.ones(len(ids), dtype=torch.long) for ids in sequences]
+        return {"input_ids": pad_sequence(rows, batch_first=True, padding_value=pad_id),
+                "attention_mask": pad_sequence(mask, batch_first=True)}
+
+    assert check("00.batch", batch_with_torch_padding).passed
     assert check("00.softmax", lambda z: torch.softmax(z, dim=-1)).passed
-    assert check("00.softmax", lambda z: torch.nn.functional.softmax(z, dim=1)).passed
+    assert check("00.softmax", lambda z: torch.nn.functional.softmax(z.double(), dim=1)).passed  # float64 is fine
     assert check("00.labels", lambda z, names: [names[int(i)] for i in z.max(dim=1).indices]).passed
+    assert check("00.labels", lambda z, names: tuple(map(names.get, z.argmax(-1).tolist()))).passed  # a tuple
     assert check("00.parameters", lambda m, trainable_only=False: sum(
         p.numel() for p in m.parameters() if p.requires_grad or not trainable_only)).passed
+    assert check("00.parameters", lambda m, trainable_only=False: int(sum(
+        np.prod(p.shape) for p in m.parameters() if p.requires_grad or not trainable_only))).passed
 
 
-def test_wrong_answer_outside_the_known_mistakes_fails_without_a_hint():
-    result = check("00.softmax", lambda z: torch.sigmoid(z))
-    assert not result.passed and result.hint is None and "on the sentiment model's logits" in result.message
+def _batch(sequences, pad_id=0):
+    return {"input_ids": pad_sequence([torch.tensor(s) for s in sequences], batch_first=True, padding_value=pad_id)}
+
+
+def _softmax_global_max(z):
+    exp = (z - z.max()).exp()  # one maximum for the whole batch: the other rows can underflow to 0 / 0
+    return exp / exp.sum(dim=-1, keepdim=True)
+
+
+def _softmax_in_place(z):
+    z -= z.max(dim=-1, keepdim=True).values  # changes the caller's logits
+    return z.exp() / z.exp().sum(dim=-1, keepdim=True)
+
+
+def _labels_by_position(z, id2label):
+    names = list(id2label.values())  # insertion order of the dict, not the class ids
+    return [names[i] for i in z.argmax(-1).tolist()]
+
+
+def _padded_in_place(sequences, pad_id=0):
+    longest = max(map(len, sequences))
+    for ids in sequences:
+        ids += [pad_id] * (longest - len(ids))  # pads the caller's lists
+    return {"input_ids": torch.tensor(sequences), "attention_mask": (torch.tensor(sequences) != pad_id).long()}
+
+
+# Wrong answers as other students would write them (none is a listed mistake); each must fail, and for the reason
+# it models: the fragment must be in the message.
+WRONG = [
+    # the mask compares ids with pad_id: a real token equal to the pad id gets 0
+    pytest.param("00.batch", lambda s, pad_id=0: {**_batch(s, pad_id), "attention_mask": (
+        _batch(s, pad_id)["input_ids"] != pad_id).long()}, "a real token equal to the pad id", id="mask-from-ids"),
+    # a float matrix filled by hand (torch.zeros defaults to float32)
+    pytest.param("00.batch", lambda s, pad_id=0: {k: v.float() for k, v in make_batch(s, pad_id).items()},
+                 "expected a torch.int64 tensor, got torch.float32", id="float-tensors"),
+    # a boolean mask from the lengths
+    pytest.param("00.batch", lambda s, pad_id=0: {**make_batch(s, pad_id), "attention_mask": make_batch(
+        s, pad_id)["attention_mask"].bool()}, "expected a torch.int64 tensor, got torch.bool", id="bool-mask"),
+    # what the tokenizer returns without return_tensors="pt": lists
+    pytest.param("00.batch", lambda s, pad_id=0: {k: v.tolist() for k, v in make_batch(s, pad_id).items()},
+                 "expected a torch.Tensor, got list", id="lists"),
+    # the result is right but the caller's token lists were padded in place
+    pytest.param("00.batch", _padded_in_place, "changed its input", id="pads-the-input-lists"),
+    # stability done with one maximum for the whole batch
+    pytest.param("00.softmax", _softmax_global_max, "on very large logits", id="global-max"),
+    # log-probabilities instead of probabilities
+    pytest.param("00.softmax", lambda z: torch.log_softmax(z, dim=-1), "values differ", id="log-softmax"),
+    # the max subtracted in place from the caller's logits
+    pytest.param("00.softmax", _softmax_in_place, "changed its input", id="in-place-shift"),
+    # probabilities as nested lists
+    pytest.param("00.softmax", lambda z: torch.softmax(z, dim=-1).tolist(), "expected a torch.Tensor, got list",
+                 id="list"),
+    # argmin: the least likely class
+    pytest.param("00.labels", lambda z, names: [names[i] for i in z.argmin(-1).tolist()], "expected ['fresh'",
+                 id="argmin"),
+    # the names in the dict's insertion order, which need not be the id order
+    pytest.param("00.labels", _labels_by_position, "id2label written as", id="insertion-order"),
+    # ties resolved towards the later class (>= instead of >)
+    pytest.param("00.labels", lambda z, names: [names[len(row) - 1 - int(row.flip(0).argmax())] for row in z],
+                 "ties", id="last-of-ties"),
+    # the names as a NumPy array
+    pytest.param("00.labels", lambda z, names: np.array([names[i] for i in z.argmax(-1).tolist()]),
+                 "expected a list, got a NumPy", id="numpy-array"),
+    # only the first text's label, as a string
+    pytest.param("00.labels", lambda z, names: names[int(z[0].argmax())], "expected a list, got str", id="one-str"),
+    # weights only, biases forgotten
+    pytest.param("00.parameters", lambda m, trainable_only=False: sum(
+        p.numel() for n, p in m.named_parameters() if n.endswith("weight")), "expected 15, got 12", id="no-biases"),
+    # the first dimension of each tensor instead of its number of values
+    pytest.param("00.parameters", lambda m, trainable_only=False: sum(p.shape[0] for p in m.parameters()),
+                 "nn.Linear(4, 3)", id="shape0"),
+    # a tied weight counted under each of its names
+    pytest.param("00.parameters", lambda m, trainable_only=False: sum(
+        p.numel() for _, p in m.named_parameters(remove_duplicate=False)
+        if p.requires_grad or not trainable_only), "one shared weight", id="tied-twice"),
+    # trainable_only read the other way round
+    pytest.param("00.parameters", lambda m, trainable_only=False: sum(
+        p.numel() for p in m.parameters() if not p.requires_grad or not trainable_only),
+        "trainable_only=True", id="frozen-counted"),
+    # the count as a tensor
+    pytest.param("00.parameters", lambda m, trainable_only=False: torch.tensor(count_parameters(m, trainable_only)),
+                 "expected an int, got a torch.int64 tensor", id="tensor"),
+    # the count as a float
+    pytest.param("00.parameters", lambda m, trainable_only=False: float(count_parameters(m, trainable_only)),
+                 "expected an int, got float", id="float"),
+]
+
+
+@pytest.mark.parametrize("name, answer, fragment", WRONG)
+def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
+    result = check(name, answer)
+    assert not result.passed and fragment in result.message, result.message
 
 
 # ------------------------------------------------------------------ references against the real libraries
@@ -85,5 +186,3 @@ def test_bad_inputs_get_errors_that_name_what_was_expected():
         probabilities(torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match=r"no name for class id\(s\) \[2\]"):
         predicted_labels(torch.tensor([[0.0, 0.0, 5.0]]), {0: "rotten", 1: "fresh"})
-    with pytest.raises(TypeError, match="expected a torch.nn.Module, got list"):
-        count_parameters([nn.Linear(2, 2)])

@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 from course_lib.assets import GPT2_PATTERN, gpt2_encoding, gpt2_ranks
 from course_lib.checks import check, get_exercise
-from course_lib.checks.lesson01 import (
+from course_lib.checks.lesson01 import (  # _pieces: greedy WordPiece with a pluggable step, for wrong variants
     SMALL_VOCAB,
+    _pieces,
     attention_mask_from_ids,
     bpe_merge,
     char_one_hot,
@@ -46,12 +47,153 @@ def test_correct_answers_written_differently_also_pass():
     assert check("01.greedy_wordpiece", wordpiece_recursive).passed
     assert check("01.bpe_merge", merge_with_while).passed
     assert check("01.attention_mask", lambda ids, pad: torch.where(ids == pad, 0, 1)).passed
-    assert check("01.attention_mask", lambda ids, pad: ids != pad).passed  # a bool mask is accepted too
+    assert check("01.attention_mask", lambda ids, pad: (ids != pad).cumprod(dim=1)).passed  # right padding only
+    assert check("01.char_one_hot", lambda text, vocab: torch.eye(len(vocab), dtype=torch.long)[
+        [vocab.index(c) for c in text]].reshape(len(text), len(vocab))).passed
 
 
-def test_wrong_answer_outside_the_known_mistakes_fails_without_a_hint():
-    result = check("01.bpe_merge", lambda tokens, pair, new_token: list(reversed(tokens)))
-    assert not result.passed and result.hint is None and "'l o w l o w e r'" in result.message
+def _wordpiece_from_the_right(word, vocab):
+    """Longest match from the END of the word: another greedy order, other pieces."""
+    pieces, end = [], len(word)
+    while end > 0:
+        for start in range(end):
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocab:
+                break
+        else:
+            return ["[UNK]"]
+        pieces.insert(0, piece)
+        end = start
+    return pieces
+
+
+def _wordpiece_skipping_unknown(word, vocab):
+    """Drops a character that no piece covers instead of making the word [UNK]."""
+    pieces, start = [], 0
+    while start < len(word):
+        for end in range(len(word), start, -1):
+            piece = word[start:end] if start == 0 else "##" + word[start:end]
+            if piece in vocab:
+                pieces.append(piece)
+                break
+        else:
+            end = start + 1
+        start = end
+    return pieces
+
+
+def _wordpiece_all_prefixed(word, vocab):  # "##" on the first piece too
+    return _pieces(word, vocab, lambda start: range(len(word), start, -1), lambda piece, _: "##" + piece,
+                   lambda _: ["[UNK]"])
+
+
+def _merge_loop(stop_before: int, keep_rest: bool):
+    """The right merge loop, run while i < len(tokens) - stop_before; the tokens left after it kept or not."""
+    def merge(tokens, pair, new_token):
+        merged, i = [], 0
+        while i < len(tokens) - stop_before:
+            if (tokens[i], tokens[i + 1]) == pair:
+                merged.append(new_token)
+                i += 2
+            else:
+                merged.append(tokens[i])
+                i += 1
+        return merged + list(tokens[i:]) if keep_rest else merged
+    return merge
+
+
+def _merge_right_to_left(tokens, pair, new_token):
+    merged, i = [], len(tokens) - 1
+    while i >= 0:
+        if i > 0 and (tokens[i - 1], tokens[i]) == pair:
+            merged.insert(0, new_token)
+            i -= 2
+        else:
+            merged.insert(0, tokens[i])
+            i -= 1
+    return merged
+
+
+def _merge_in_place(tokens, pair, new_token):
+    i = 0
+    while i < len(tokens) - 1:
+        if (tokens[i], tokens[i + 1]) == pair:
+            tokens[i:i + 2] = [new_token]  # edits the caller's list
+        i += 1
+    return tokens
+
+
+# Wrong answers as other students would write them (none is a listed mistake); each must fail, and for the reason
+# it models: the fragment must be in the message.
+WRONG = [
+    # ids from the alphabet (ord(c) - ord("a")) instead of the positions in the vocabulary
+    pytest.param("01.char_one_hot", lambda text, vocab: F.one_hot(torch.tensor([ord(c) - 97 for c in text],
+                 dtype=torch.long), len(vocab)), "a fine gem.", id="alphabet-ids"),
+    # a vocabulary made from the text itself
+    pytest.param("01.char_one_hot", lambda text, vocab: F.one_hot(torch.tensor(
+        [sorted(set(text)).index(c) for c in text], dtype=torch.long), len(vocab)), "values differ",
+        id="vocab-from-text"),
+    # a boolean one-hot from a comparison
+    pytest.param("01.char_one_hot", lambda text, vocab: torch.tensor(
+        [vocab.index(c) for c in text], dtype=torch.long)[:, None] == torch.arange(len(vocab)),
+        "expected a torch.int64 tensor, got torch.bool", id="bool"),
+    # rows of an identity matrix (float32)
+    pytest.param("01.char_one_hot", lambda text, vocab: torch.eye(len(vocab))[[vocab.index(c) for c in text]],
+                 "expected a torch.int64 tensor, got torch.float32", id="eye-float"),
+    # nested lists
+    pytest.param("01.char_one_hot", lambda text, vocab: [[int(c == v) for v in vocab] for c in text],
+                 "expected a torch.Tensor, got list", id="lists"),
+    # the vocabulary sorted first
+    pytest.param("01.char_one_hot", lambda text, vocab: char_one_hot(text, sorted(vocab)), "values differ",
+                 id="sorted-vocab"),
+    # greedy from the right end of the word
+    pytest.param("01.greedy_wordpiece", _wordpiece_from_the_right, "unaffable", id="from-the-right"),
+    # unknown characters skipped instead of the whole word becoming [UNK]
+    pytest.param("01.greedy_wordpiece", _wordpiece_skipping_unknown, "no piece for the emoji", id="skips-unknown"),
+    # "##" on every piece, the first one too
+    pytest.param("01.greedy_wordpiece", _wordpiece_all_prefixed, "unaffable", id="first-piece-prefixed"),
+    # an unknown word gives no pieces at all
+    pytest.param("01.greedy_wordpiece", lambda word, vocab: [] if (pieces := greedy_wordpiece(word, vocab)) == [
+        "[UNK]"] else pieces, "no piece for the emoji", id="empty-for-unknown"),
+    # [UNK] as a string, not a list holding it
+    pytest.param("01.greedy_wordpiece", lambda word, vocab: pieces if (pieces := greedy_wordpiece(word, vocab)) != [
+        "[UNK]"] else "[UNK]", "expected a list, got str", id="unk-string"),
+    # the pieces joined into one string
+    pytest.param("01.greedy_wordpiece", lambda word, vocab: " ".join(greedy_wordpiece(word, vocab)),
+                 "expected a list, got str", id="joined"),
+    # off by one: the loop stops before the last pair is tested
+    pytest.param("01.bpe_merge", _merge_loop(stop_before=2, keep_rest=True), "the last two tokens form the pair",
+                 id="last-pair"),
+    # scanning from the right
+    pytest.param("01.bpe_merge", _merge_right_to_left, "overlapping pairs", id="right-to-left"),
+    # the right tokens, but the caller's list was edited
+    pytest.param("01.bpe_merge", _merge_in_place, "changed its input tokens in place", id="in-place"),
+    # the last token dropped when it is not part of a pair
+    pytest.param("01.bpe_merge", _merge_loop(stop_before=1, keep_rest=False), "'l o w l o w e r'", id="drops-tail"),
+    # the merged tokens as one string
+    pytest.param("01.bpe_merge", lambda tokens, pair, new: " ".join(map(str, bpe_merge(tokens, pair, new))),
+                 "expected a list, got str", id="string"),
+    # a boolean mask
+    pytest.param("01.attention_mask", lambda ids, pad: ids != pad, "expected a torch.int64 tensor, got torch.bool",
+                 id="bool"),
+    # a float mask
+    pytest.param("01.attention_mask", lambda ids, pad: (ids != pad).float(),
+                 "expected a torch.int64 tensor, got torch.float32", id="float"),
+    # ones everywhere
+    pytest.param("01.attention_mask", lambda ids, pad: torch.ones_like(ids), "values differ", id="all-ones"),
+    # lengths counted right, but the ones put at the end (left padding)
+    pytest.param("01.attention_mask", lambda ids, pad: (torch.arange(ids.shape[1]) >= ids.shape[1] - (
+        ids != pad).sum(dim=1, keepdim=True)).long(), "values differ", id="left-aligned"),
+    # the lengths instead of the mask
+    pytest.param("01.attention_mask", lambda ids, pad: (ids != pad).long().sum(dim=1), "expected shape",
+                 id="lengths"),
+]
+
+
+@pytest.mark.parametrize("name, answer, fragment", WRONG)
+def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
+    result = check(name, answer)
+    assert not result.passed and fragment in result.message, result.message
 
 
 # ------------------------------------------------------------------ references against the real libraries

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from course_lib.checks import check
-from course_lib.checks.lesson03 import feed_forward, layer_norm, post_ln_block, sinusoidal_positions
+from course_lib.checks.lesson03 import feed_forward, layer_norm, post_ln_block
+from course_lib.encoder import sinusoidal_positions
 
 
 def test_correct_answers_written_differently_also_pass():
@@ -28,14 +29,105 @@ def test_correct_answers_written_differently_also_pass():
     assert check("03.sinusoidal", sinusoidal_with_loops).passed
 
 
-def test_wrong_answer_outside_the_known_mistakes_fails_without_a_hint():
-    result = check("03.layer_norm", lambda x, w, b, eps=1e-5: x * w + b)
-    assert not result.passed and result.hint is None and "on a batch of 2 texts" in result.message
+def _layer_norm_eps_on_std(x, weight, bias, eps=1e-5):
+    mean = x.mean(dim=-1, keepdim=True)
+    return (x - mean) / (x.std(dim=-1, keepdim=True, unbiased=False) + eps) * weight + bias
 
 
-def test_a_function_that_crashes_gets_a_message_not_an_exception():
-    result = check("03.feed_forward", lambda x, w1, b1, w2, b2: F.gelu(x @ w1 + b1) @ w2 + b2)  # no transposes
-    assert not result.passed and "raised RuntimeError" in result.message
+def _layer_norm_in_place(x, weight, bias, eps=1e-5):
+    x -= x.mean(dim=-1, keepdim=True)  # centres the caller's tensor
+    return x / torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight + bias
+
+
+def _post_ln_in_place(x, sublayer, norm):
+    x += sublayer(x)  # adds into the caller's tensor
+    return norm(x)
+
+
+def _sinusoidal(position_start=0, base=None, column_exponent=False):
+    """A sinusoidal table with a chosen first position, a base fixed in the code, or exponents per column."""
+    def table(num_positions, dim, base_given=10000.0):
+        position = torch.arange(position_start, position_start + num_positions, dtype=torch.float64)[:, None]
+        column = torch.arange(dim, dtype=torch.float64)  # (dim,)
+        exponent = column / dim if column_exponent else (column - column % 2) / dim
+        angle = position / (base or base_given) ** exponent  # (P, dim)
+        return torch.where(column % 2 == 0, angle.sin(), angle.cos()).float()
+    return table
+
+
+def _ffn(activation=F.gelu, bias_after=False, layout_swapped=False, with_b2=True):
+    """The feed-forward with one thing changed: the activation, where b1 goes, the weights' layout, or b2."""
+    def ffn(x, w1, b1, w2, b2):
+        first, second = (w2, w1) if layout_swapped else (w1.T, w2.T)  # swapped: x @ w2 happens to fit (D, I)
+        hidden = activation(x @ first) + b1 if bias_after else activation(x @ first + b1)
+        return hidden @ second + (b2 if with_b2 else 0)
+    return ffn
+
+
+# Wrong answers as other students would write them (none is a listed mistake); each must fail, and for the reason
+# it models: the fragment must be in the message.
+WRONG = [
+    # b1 added after the activation
+    pytest.param("03.feed_forward", _ffn(bias_after=True), "values differ", id="bias-after-gelu"),
+    # x @ w2 and @ w1: the shapes fit, the layout is wrong
+    pytest.param("03.feed_forward", _ffn(layout_swapped=True), "values differ", id="weights-swapped"),
+    # the output bias forgotten
+    pytest.param("03.feed_forward", _ffn(with_b2=False), "values differ", id="no-b2"),
+    # GELU approximated by x * sigmoid(1.702 x)
+    pytest.param("03.feed_forward", _ffn(activation=lambda h: h * torch.sigmoid(1.702 * h)), "values differ",
+                 id="sigmoid-gelu"),
+    # the residual added inside the feed-forward
+    pytest.param("03.feed_forward", lambda x, *weights: x + feed_forward(x, *weights), "values differ",
+                 id="residual-inside"),
+    # written for (batch, tokens, dim) only
+    pytest.param("03.feed_forward", lambda x, w1, b1, w2, b2: torch.einsum(
+        "bti,di->btd", F.gelu(torch.einsum("btd,id->bti", x, w1) + b1), w2) + b2, "raised", id="einsum-3d-only"),
+    # eps added to the standard deviation instead of the variance
+    pytest.param("03.layer_norm", _layer_norm_eps_on_std, "nearly constant", id="eps-on-std"),
+    # the eps argument ignored (F.layer_norm's default 1e-5)
+    pytest.param("03.layer_norm", lambda x, w, b, eps=1e-5: F.layer_norm(x, x.shape[-1:], w, b), "eps=0.1",
+                 id="eps-ignored"),
+    # the caller's x centred in place
+    pytest.param("03.layer_norm", _layer_norm_in_place, "changed its input x in place", id="in-place"),
+    # weight and bias swapped
+    pytest.param("03.layer_norm", lambda x, w, b, eps=1e-5: F.layer_norm(x, x.shape[-1:], b, w, eps),
+                 "values differ", id="weight-bias-swapped"),
+    # normalised over the tokens and the features together
+    pytest.param("03.layer_norm", lambda x, w, b, eps=1e-5: F.layer_norm(x, x.shape[-2:], eps=eps) * w + b,
+                 "values differ", id="two-dims"),
+    # the input normalised, the sublayer's output added afterwards
+    pytest.param("03.post_ln_block", lambda x, sublayer, norm: norm(x) + sublayer(x), "values differ",
+                 id="norm-then-add"),
+    # a second residual after the norm
+    pytest.param("03.post_ln_block", lambda x, sublayer, norm: norm(x + sublayer(x)) + x, "values differ",
+                 id="extra-residual"),
+    # the sum written into the caller's x
+    pytest.param("03.post_ln_block", _post_ln_in_place, "changed its input x in place", id="in-place"),
+    # pre-LN and post-LN mixed
+    pytest.param("03.post_ln_block", lambda x, sublayer, norm: norm(x + sublayer(norm(x))), "values differ",
+                 id="sandwich"),
+    # the sublayer's output returned as well
+    pytest.param("03.post_ln_block", lambda x, sublayer, norm: (norm(x + sublayer(x)), sublayer(x)),
+                 "expected a torch.Tensor, got tuple", id="tuple"),
+    # positions counted from 1
+    pytest.param("03.sinusoidal", _sinusoidal(position_start=1), "values differ", id="from-position-1"),
+    # the base written into the code
+    pytest.param("03.sinusoidal", _sinusoidal(base=10000.0), "base 100", id="base-ignored"),
+    # each column its own exponent j/dim: the cosine columns get (2i+1)/dim
+    pytest.param("03.sinusoidal", _sinusoidal(column_exponent=True), "values differ", id="column-exponent"),
+    # the angle multiplied by the frequency term instead of divided
+    pytest.param("03.sinusoidal", lambda n, dim, base=10000.0: sinusoidal_positions(n, dim, 1 / base),
+                 "values differ", id="multiplied"),
+    # one column per position
+    pytest.param("03.sinusoidal", lambda n, dim, base=10000.0: sinusoidal_positions(n, dim, base).T,
+                 "expected shape", id="transposed"),
+]
+
+
+@pytest.mark.parametrize("name, answer, fragment", WRONG)
+def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
+    result = check(name, answer)
+    assert not result.passed and fragment in result.message, result.message
 
 
 # ------------------------------------------------------------------ references against the real libraries
@@ -115,16 +207,6 @@ def test_post_ln_block_equals_torch_transformer_layer_halves():
         torch.testing.assert_close(ours, torch_layer(x), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dim", [2, 8, 384])
-def test_sinusoidal_positions_follow_the_published_formula(dim):
-    table = sinusoidal_positions(64, dim)
-    for position in (0, 1, 17, 63):
-        for i in range(dim // 2):
-            angle = position / 10000 ** (2 * i / dim)
-            assert table[position, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
-            assert table[position, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
-
-
 def test_sinusoidal_similarity_depends_only_on_the_offset_between_positions():
     table = sinusoidal_positions(100, 64).double()
     gram = table @ table.T  # (P, P): sum_i cos(w_i (p - q)), a function of p - q alone
@@ -147,5 +229,3 @@ def test_bad_inputs_get_errors_that_name_what_was_expected():
         feed_forward(x, torch.ones(16, 4), torch.ones(16), torch.ones(16, 4), torch.ones(4))
     with pytest.raises(ValueError, match=r"input's shape \(2, 3, 4\), got \(2, 3, 8\)"):
         post_ln_block(x, nn.Linear(4, 8), nn.LayerNorm(4))
-    with pytest.raises(ValueError, match="even dim"):
-        sinusoidal_positions(10, 7)

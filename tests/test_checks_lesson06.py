@@ -1,54 +1,165 @@
-"""Lesson 06 exercises: references agree with torch / scikit-learn, and the checker explains each mistake."""
+"""Lesson 06 exercises: references agree with scikit-learn, correct answers in other forms pass, and wrong ones of
+many kinds fail for their reason."""
 from __future__ import annotations
+
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
 from course_lib.checks import check
-from course_lib.checks.lesson06 import confusion_counts, majority_baseline_accuracy, masked_mean, min_max_scale
+from course_lib.checks.lesson06 import (
+    balanced_class_weights,
+    confusion_counts,
+    majority_baseline_accuracy,
+    min_max_scale,
+)
 
 
 def test_correct_answers_written_differently_also_pass():
-    def masked_mean_float_mask(hidden, mask):
-        weights = mask.float() / mask.float().sum(dim=1, keepdim=True)  # (B, T), each row sums to 1
-        return torch.einsum("bt,btd->bd", weights, hidden)
+    def class_weights_with_numpy(train_labels, num_classes):
+        counts = np.bincount(np.asarray(train_labels), minlength=num_classes)
+        return torch.from_numpy(len(train_labels) / (num_classes * counts))  # float64 is fine
+
+    def class_weights_with_sklearn(train_labels, num_classes):
+        from sklearn.utils.class_weight import compute_class_weight
+
+        labels = np.asarray(train_labels)
+        return torch.tensor(compute_class_weight("balanced", classes=np.arange(num_classes), y=labels),
+                            dtype=torch.float32)
 
     def minmax_with_epsilon(x):
         x = np.asarray(x, dtype=float)
         return (x - x.min(0)) / (x.max(0) - x.min(0) + 1e-12)
 
     def baseline_with_counter(train, test):
-        from collections import Counter
-
-        majority = Counter(list(train)).most_common(1)[0][0]
+        counts = Counter(np.asarray(train).tolist())
+        majority = min(counts, key=lambda label: (-counts[label], label))  # most frequent, then smallest id
         return sum(int(label == majority) for label in test) / len(test)
 
     def confusion_with_loops(y_true, y_pred, num_classes):
-        table = [[0] * num_classes for _ in range(num_classes)]
+        table = np.zeros((num_classes, num_classes), dtype=np.int32)
         for t, p in zip(y_true, y_pred):
-            table[t][p] += 1
+            table[t, p] += 1
         return table
 
-    assert check("06.masked_mean", masked_mean_float_mask).passed
+    assert check("06.class_weights", class_weights_with_numpy).passed
+    assert check("06.class_weights", class_weights_with_sklearn).passed
     assert check("06.minmax", minmax_with_epsilon).passed
     assert check("06.baseline", baseline_with_counter).passed
     assert check("06.confusion", confusion_with_loops).passed
 
 
-def test_wrong_answer_outside_the_known_mistakes_fails_without_a_hint():
-    result = check("06.minmax", lambda x: np.asarray(x) / 2)
-    assert not result.passed and result.hint is None and "on 6 samples, 3 features" in result.message
+def _majority_by_first_seen(train, test):
+    majority = Counter(np.asarray(train).tolist()).most_common(1)[0][0]  # ties: the class seen first
+    return float(np.mean(np.asarray(test) == majority))
+
+
+def _minmax_in_place(x):
+    x -= x.min(axis=0)  # shifts the caller's array
+    span = x.max(axis=0)
+    return x / np.where(span == 0, 1, span)
+
+
+def _confusion_fancy_index(y_true, y_pred, num_classes):
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    counts[np.asarray(y_true), np.asarray(y_pred)] += 1  # a repeated (true, predicted) pair is counted once
+    return counts
+
+
+# Wrong answers as other students would write them (none is a listed mistake); each must fail, and for the reason
+# it models: the fragment must be in the message.
+WRONG = [
+    # weights normalised to sum to 1
+    pytest.param("06.class_weights", lambda y, c: (w := 1 / torch.bincount(torch.as_tensor(y), minlength=c)) / w.sum(),
+                 "values differ", id="sum-to-one"),
+    # integer division: n // (C * count)
+    pytest.param("06.class_weights", lambda y, c: len(y) // (c * torch.bincount(torch.as_tensor(y), minlength=c)),
+                 "expected a floating tensor", id="integer-division"),
+    # the weights as a NumPy array
+    pytest.param("06.class_weights", lambda y, c: balanced_class_weights(y, c).numpy(),
+                 "expected a torch.Tensor, got a NumPy float32 array", id="numpy"),
+    # classes in the order they first appear (Counter), not by id
+    pytest.param("06.class_weights", lambda y, c: torch.tensor(
+        [len(y) / (c * n) for n in Counter(np.asarray(y).tolist()).values()]), "values differ", id="counter-order"),
+    # the size of the majority class over each count
+    pytest.param("06.class_weights", lambda y, c: (b := torch.bincount(torch.as_tensor(y), minlength=c)).max() / b,
+                 "values differ", id="max-over-count"),
+    # weights from a fixed set of labels (a notebook variable), not from the labels passed in
+    pytest.param("06.class_weights", lambda y, c: balanced_class_weights(np.arange(c).repeat(3), c),
+                 "values differ", id="fixed-labels"),
+    # divided by the largest value only
+    pytest.param("06.minmax", lambda x: np.asarray(x) / np.asarray(x).max(axis=0), "values differ",
+                 id="divide-by-max"),
+    # standardised instead of scaled
+    pytest.param("06.minmax", lambda x: (x - x.mean(0)) / np.where(x.std(0) == 0, 1, x.std(0)), "values differ",
+                 id="z-score"),
+    # scaled to [-1, 1]
+    pytest.param("06.minmax", lambda x: 2 * min_max_scale(x) - 1, "values differ", id="minus-one-to-one"),
+    # the caller's array shifted in place
+    pytest.param("06.minmax", _minmax_in_place, "changed its input x in place", id="in-place"),
+    # a constant column set to 1
+    pytest.param("06.minmax", lambda x: np.where(np.ptp(x, axis=0) == 0, 1.0, min_max_scale(x)),
+                 "the same for every sample", id="constant-is-one"),
+    # the result as a torch tensor
+    pytest.param("06.minmax", lambda x: torch.from_numpy(min_max_scale(x)), "expected a NumPy array, got a torch",
+                 id="tensor"),
+    # ties broken by the class seen first
+    pytest.param("06.baseline", _majority_by_first_seen, "a tie in the training labels", id="first-seen-tie"),
+    # a percentage
+    pytest.param("06.baseline", lambda train, test: 100 * majority_baseline_accuracy(train, test), "expected 0.3",
+                 id="percentage"),
+    # the majority of train and test together
+    pytest.param("06.baseline", lambda train, test: float(np.mean(np.asarray(test) == np.bincount(
+        np.concatenate([train, test])).argmax())), "expected", id="pooled-majority"),
+    # the largest class id instead of the most frequent one
+    pytest.param("06.baseline", lambda train, test: float(np.mean(np.asarray(test) == np.unique(train).max())),
+                 "expected", id="largest-id"),
+    # numpy fancy indexing: repeated pairs counted once
+    pytest.param("06.confusion", _confusion_fancy_index, "3 classes, 7 texts", id="fancy-index"),
+    # floats from np.zeros's default dtype
+    pytest.param("06.confusion", lambda t, p, c: confusion_counts(t, p, c).astype(float),
+                 "expected a NumPy array of integer dtype", id="float-counts"),
+    # nested lists
+    pytest.param("06.confusion", lambda t, p, c: confusion_counts(t, p, c).tolist(), "expected a NumPy array, got "
+                 "list", id="lists"),
+    # labels taken as 1-based
+    pytest.param("06.confusion", lambda t, p, c: confusion_counts(np.asarray(t) - 1, np.asarray(p) - 1, c),
+                 "values differ", id="one-based"),
+    # a 1 set instead of added for each example
+    pytest.param("06.confusion", lambda t, p, c: (confusion_counts(t, p, c) > 0).astype(np.int64), "values differ",
+                 id="set-not-add"),
+]
+
+
+@pytest.mark.parametrize("name, answer, fragment", WRONG)
+def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
+    result = check(name, answer)
+    assert not result.passed and fragment in result.message, result.message
 
 
 # ------------------------------------------------------------------ references against the real libraries
-def test_masked_mean_equals_the_mean_of_each_text_alone_through_the_encoder(hf_encoder, tokenizer):
-    texts = ["Dull.", "A warm, funny and beautifully acted film about growing up."]
-    batch = tokenizer(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        pooled = masked_mean(hf_encoder(**batch).last_hidden_state, batch["attention_mask"])
-        alone = [hf_encoder(**tokenizer([t], return_tensors="pt")).last_hidden_state[0].mean(dim=0) for t in texts]
-    torch.testing.assert_close(pooled, torch.stack(alone), atol=1e-5, rtol=0)
+@pytest.mark.parametrize("counts", [[11964, 10922, 5191], [3, 1], [5, 5, 5, 5], [7]])
+def test_class_weights_equal_sklearn_compute_class_weight_balanced(counts):
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.random.default_rng(0).permutation(np.repeat(np.arange(len(counts)), counts))
+    expected = compute_class_weight("balanced", classes=np.arange(len(counts)), y=labels)
+    got = balanced_class_weights(torch.from_numpy(labels), len(counts))
+    assert got.dtype == torch.float32 and got.shape == (len(counts),)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(balanced_class_weights(labels.tolist(), len(counts)).numpy(), expected, rtol=1e-6)
+
+
+def test_class_weights_come_from_the_training_labels_only_and_make_every_class_weigh_the_same_in_total():
+    train = np.array([0] * 60 + [1] * 30 + [2] * 10)  # imbalanced training split
+    test = np.array([0] * 10 + [1] * 10 + [2] * 30)  # a test split where the rare class is the most frequent
+    weights = balanced_class_weights(train, 3)
+    assert not torch.allclose(weights, balanced_class_weights(test, 3))
+    totals = weights.numpy() * np.bincount(train)  # each class's summed weight over the training examples
+    np.testing.assert_allclose(totals, len(train) / 3, rtol=1e-6)
+    assert weights.argmax() == 2 and weights.argmin() == 0  # the rarest training class weighs most
 
 
 def test_min_max_scale_equals_sklearn_min_max_scaler():
@@ -59,14 +170,14 @@ def test_min_max_scale_equals_sklearn_min_max_scaler():
     np.testing.assert_allclose(min_max_scale(features), MinMaxScaler().fit_transform(features), atol=1e-12)
 
 
-def test_majority_baseline_equals_sklearn_dummy_classifier():
+def test_majority_baseline_equals_sklearn_dummy_classifier_ties_included():
     from sklearn.dummy import DummyClassifier
 
     rng = np.random.default_rng(1)
-    for classes in (2, 3, 5):
-        train, test = rng.integers(0, classes, 200), rng.integers(0, classes, 60)
-        dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((200, 1)), train)
-        assert majority_baseline_accuracy(train, test) == pytest.approx(dummy.score(np.zeros((60, 1)), test))
+    tied = (np.array([2, 1, 2, 1, 0]), np.array([1, 1, 2, 0]))
+    for train, test in [(rng.integers(0, c, 200), rng.integers(0, c, 60)) for c in (2, 3, 5)] + [tied]:
+        dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(train), 1)), train)
+        assert majority_baseline_accuracy(train, test) == pytest.approx(dummy.score(np.zeros((len(test), 1)), test))
 
 
 def test_confusion_counts_equal_sklearn_confusion_matrix():
@@ -79,6 +190,14 @@ def test_confusion_counts_equal_sklearn_confusion_matrix():
 
 
 def test_references_reject_bad_input_with_a_clear_message():
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] never occur in the training labels"):
+        balanced_class_weights(torch.tensor([0, 2, 2]), 3)
+    with pytest.raises(ValueError, match=r"class ids must lie in \[0, 1\], got values from 0 to 2"):
+        balanced_class_weights([0, 2], 2)
+    with pytest.raises(TypeError, match="integer class ids, got dtype float32"):
+        balanced_class_weights(torch.tensor([0.0, 1.0]), 2)
+    with pytest.raises(ValueError, match=r"non-empty 1-D sequence of class ids, got shape \(0,\)"):
+        balanced_class_weights(np.array([], dtype=np.int64), 2)
     with pytest.raises(ValueError, match=r"\(samples, features\), got \(3,\)"):
         min_max_scale(np.ones(3))
     with pytest.raises(ValueError, match="non-empty label lists, got 0 train"):

@@ -11,14 +11,20 @@ failed, what was expected, and, when the answer matches a known mistake, a speci
 """
 from __future__ import annotations
 
+import copy
 import importlib
+import inspect
+import math
+import numbers
 import pkgutil
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -60,41 +66,137 @@ class CheckResult:
 
 
 def compare_outputs(got: Any, expected: Any, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
-    """``None`` when ``got`` matches ``expected``, else a short description of the difference."""
+    """``None`` when ``got`` matches ``expected``, else a short description of the difference.
+
+    Types count, never converted into agreement: an integer or boolean tensor must have the reference's exact
+    dtype, a floating one any floating dtype (values within the tolerances); a NumPy array must have the same
+    kind of dtype (integer, boolean, floating); a Python ``int`` wants an integer (NumPy's too, not a bool), a
+    ``bool`` a bool, a ``float`` a real number. Lists, tuples and dicts are compared item by item.
+    """
     if isinstance(expected, torch.Tensor):
-        if not isinstance(got, torch.Tensor):
-            return f"expected a torch.Tensor, got {type(got).__name__}"
-        if tuple(got.shape) != tuple(expected.shape):
-            return f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
-        if expected.dtype == torch.bool or not expected.is_floating_point():
-            if not torch.equal(got.to(expected.dtype), expected):
-                return "the values differ from the reference"
-            return None
-        got = got.detach().to(expected.dtype)
-        if not torch.allclose(got, expected, atol=atol, rtol=rtol, equal_nan=True):
-            diff = (got - expected).abs().nan_to_num(float("inf")).max().item()
-            return f"values differ from the reference (largest difference {diff:.3g})"
-        return None
+        return _compare_tensors(got, expected, atol, rtol)
     if isinstance(expected, np.ndarray):
-        return compare_outputs(torch.as_tensor(np.asarray(got)), torch.as_tensor(expected), atol, rtol)
-    if isinstance(expected, (tuple, list)) and expected and any(
-        isinstance(e, (torch.Tensor, np.ndarray, float)) for e in expected
-    ):
-        if not isinstance(got, (tuple, list)) or len(got) != len(expected):
-            return f"expected a sequence of {len(expected)} items, got {type(got).__name__}"
-        for i, (g, e) in enumerate(zip(got, expected)):
-            problem = compare_outputs(g, e, atol, rtol)
-            if problem:
-                return f"item {i}: {problem}"
-        return None
-    if isinstance(expected, float):
-        try:
-            ok = abs(float(got) - expected) <= atol + rtol * abs(expected)
-        except (TypeError, ValueError):
-            return f"expected a number, got {type(got).__name__}"
-        return None if ok else f"expected {expected:.6g}, got {float(got):.6g}"
-    if got != expected:
-        return f"expected {_short(expected)}, got {_short(got)}"
+        return _compare_arrays(got, expected, atol, rtol)
+    if isinstance(expected, Mapping):
+        return _compare_mappings(got, expected, atol, rtol)
+    if isinstance(expected, (list, tuple)):
+        return _compare_sequences(got, expected, atol, rtol)
+    problem = _scalar_type_problem(got, expected)
+    if problem:
+        return problem
+    if isinstance(expected, numbers.Real) and not isinstance(expected, numbers.Integral):
+        if math.isnan(expected) and math.isnan(got) or abs(got - expected) <= atol + rtol * abs(expected):
+            return None
+        return f"expected {expected:.6g}, got {got:.6g}"
+    try:
+        differ = bool(got != expected)
+    except Exception:  # e.g. an array compared with a string
+        differ = True
+    return f"expected {_short(expected)}, got {_short(got)}" if differ else None
+
+
+def _describe(value: Any) -> str:
+    """What a value is, for messages: "a torch.float32 tensor of shape (2, 3)", "float 3.0", "list"."""
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    if isinstance(value, np.ndarray):
+        return f"a NumPy {value.dtype} array of shape {value.shape}"
+    if isinstance(value, (bool, np.bool_, numbers.Number, str)):
+        return f"{type(value).__name__} {_short(value)}"
+    return type(value).__name__
+
+
+def _scalar_type_problem(got: Any, expected: Any) -> str | None:
+    """For Python/NumPy scalars: bool wants a bool, int an integer (not a bool), float a real number."""
+    got_bool = isinstance(got, (bool, np.bool_))
+    if isinstance(expected, (bool, np.bool_)):
+        return None if got_bool else f"expected a bool, got {_describe(got)}"
+    if isinstance(expected, numbers.Integral):
+        return None if isinstance(got, numbers.Integral) and not got_bool else f"expected an int, got {_describe(got)}"
+    if isinstance(expected, numbers.Real):
+        return None if isinstance(got, numbers.Real) and not got_bool else f"expected a number, got {_describe(got)}"
+    if isinstance(expected, str) and not isinstance(got, str):
+        return f"expected a str, got {_describe(got)}"
+    return None
+
+
+def _first_difference(differs: Tensor, got: Tensor, expected: Tensor) -> str:
+    index = tuple(int(i) for i in differs.nonzero()[0])
+    where = f" at index {index}" if index else ""
+    return f"{where}: expected {_scalar_text(expected[index])}, got {_scalar_text(got[index])}"
+
+
+def _scalar_text(value: Tensor) -> str:
+    item = value.item()
+    return f"{item:.6g}" if isinstance(item, float) else repr(item)
+
+
+def _compare_tensors(got: Any, expected: Tensor, atol: float, rtol: float) -> str | None:
+    if not isinstance(got, torch.Tensor):
+        return f"expected a torch.Tensor, got {_describe(got)}"
+    if expected.is_floating_point():
+        if not got.is_floating_point():
+            return f"expected a floating tensor (like {expected.dtype}), got {got.dtype}"
+    elif got.dtype != expected.dtype:
+        return f"expected a {expected.dtype} tensor, got {got.dtype}"
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"expected shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+    got = got.detach().to(device=expected.device, dtype=expected.dtype)  # floating to floating, or the same dtype
+    if expected.is_floating_point():
+        differs = ~torch.isclose(got, expected, atol=atol, rtol=rtol, equal_nan=True)
+    else:
+        differs = got != expected
+    if differs.any():
+        return "values differ from the reference" + _first_difference(differs, got, expected)
+    return None
+
+
+_KINDS = {"i": "integer", "u": "integer", "b": "boolean", "f": "floating", "c": "complex"}
+
+
+def _compare_arrays(got: Any, expected: np.ndarray, atol: float, rtol: float) -> str | None:
+    if not isinstance(got, np.ndarray):
+        return f"expected a NumPy array, got {_describe(got)}"
+    want, have = _KINDS.get(expected.dtype.kind, expected.dtype.kind), _KINDS.get(got.dtype.kind, got.dtype.kind)
+    if want != have:
+        return f"expected a NumPy array of {want} dtype (like {expected.dtype}), got {got.dtype}"
+    if got.shape != expected.shape:
+        return f"expected shape {expected.shape}, got {got.shape}"
+    if want in ("floating", "complex", "integer", "boolean"):
+        return _compare_tensors(torch.from_numpy(np.ascontiguousarray(got).astype(expected.dtype)),
+                                torch.from_numpy(np.ascontiguousarray(expected)), atol, rtol)
+    return None if np.array_equal(got, expected) else "values differ from the reference"
+
+
+def _compare_mappings(got: Any, expected: Mapping, atol: float, rtol: float) -> str | None:
+    keys = sorted(expected, key=str)
+    if not isinstance(got, Mapping):
+        return f"expected a dict with keys {keys}, got {_describe(got)}"
+    if set(got) != set(expected):
+        return f"expected the keys {keys}, got {sorted(got, key=str)}"
+    for key in keys:
+        problem = compare_outputs(got[key], expected[key], atol, rtol)
+        if problem:
+            return f"{key}: {problem}"
+    return None
+
+
+def _compare_sequences(got: Any, expected: list | tuple, atol: float, rtol: float) -> str | None:
+    """Item by item; a list and a tuple count as the same. For lists of plain values (token strings, ids)
+    a difference shows both lists whole, which says more than the first differing item."""
+    if not isinstance(got, (list, tuple)):
+        return f"expected a {type(expected).__name__}, got {_describe(got)}"
+    plain = all(isinstance(e, (str, bool, numbers.Number, type(None))) for e in expected)
+    for i, (g, e) in enumerate(zip(got, expected)):
+        problem = _scalar_type_problem(g, e) if plain else compare_outputs(g, e, atol, rtol)
+        if problem:
+            return f"item {i}: {problem}"
+    if plain:
+        same = len(got) == len(expected) and all(compare_outputs(g, e, atol, rtol) is None
+                                                  for g, e in zip(got, expected))
+        return None if same else f"expected {_short(expected)}, got {_short(got)}"
+    if len(got) != len(expected):
+        return f"expected {len(expected)} items, got {len(got)}"
     return None
 
 
@@ -104,14 +206,57 @@ def _short(value: Any, limit: int = 120) -> str:
 
 
 def _clone(value: Any) -> Any:
-    """Fresh copies of tensor inputs, so a student's in-place edit cannot change the reference's input."""
+    """Fresh copies of mutable inputs (tensors, arrays, lists, models), so that a student's in-place edit can
+    neither change the reference's input nor the stored case."""
     if isinstance(value, torch.Tensor):
         return value.clone()
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, nn.Module):
+        return copy.deepcopy(value)
     if isinstance(value, (list, tuple)):
         return type(value)(_clone(v) for v in value)
     if isinstance(value, dict):
         return {k: _clone(v) for k, v in value.items()}
     return value
+
+
+def _unchanged(value: Any, original: Any) -> bool:
+    """Whether an input still equals its original after the student's function ran."""
+    if isinstance(original, torch.Tensor):
+        return (isinstance(value, torch.Tensor) and value.dtype == original.dtype and value.shape == original.shape
+                and bool(torch.isclose(value, original, rtol=0, atol=0, equal_nan=True).all()))
+    if isinstance(original, np.ndarray):
+        return (isinstance(value, np.ndarray) and value.dtype == original.dtype
+                and np.array_equal(value, original, equal_nan=original.dtype.kind in "fc"))
+    if isinstance(original, nn.Module):
+        now, before = dict(value.named_parameters()), dict(original.named_parameters())
+        return now.keys() == before.keys() and all(
+            now[k].requires_grad == before[k].requires_grad and _unchanged(now[k].detach(), before[k].detach())
+            for k in before)
+    if isinstance(original, (list, tuple)):
+        return (isinstance(value, (list, tuple)) and len(value) == len(original)
+                and all(_unchanged(v, o) for v, o in zip(value, original)))
+    if isinstance(original, dict):
+        return isinstance(value, dict) and value.keys() == original.keys() and all(
+            _unchanged(value[k], original[k]) for k in original)
+    return True
+
+
+def _changed_inputs(fn: Callable[..., Any], args: tuple, kwargs: dict, case: Case) -> list[str]:
+    """Names (as the student's function calls them) of the inputs that ``fn`` changed in place."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        names = []
+    changed = [names[i] if i < len(names) else f"argument {i + 1}"
+               for i, (value, original) in enumerate(zip(args, case.args)) if not _unchanged(value, original)]
+    return changed + [name for name in case.kwargs if not _unchanged(kwargs[name], case.kwargs[name])]
+
+
+def randn(*shape: int, seed: int, scale: float = 1.0) -> Tensor:
+    """Reproducible standard-normal case inputs (times ``scale``), without touching the global random state."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
 @dataclass
@@ -137,8 +282,9 @@ class Exercise:
         for number, case in enumerate(self.cases, 1):
             label = case.label or f"case {number}"
             expected = reference(*_clone(case.args), **_clone(case.kwargs))
+            args, kwargs = _clone(case.args), _clone(case.kwargs)
             try:
-                got = student(*_clone(case.args), **_clone(case.kwargs))
+                got = student(*args, **kwargs)
             except NotImplementedError:
                 return self._fail("not done yet: replace the `raise NotImplementedError(...)` line with your code "
                                   "and run the cell again.", case=label)
@@ -148,6 +294,12 @@ class Exercise:
                                   f"(line {where.lineno}: {where.line})", case=label)
             problem = self.compare(got, expected)
             if problem is None:
+                changed = _changed_inputs(student, args, kwargs, case)
+                if changed:
+                    return self._fail(f"on {label} the result is right, but your function changed its input "
+                                      f"{', '.join(changed)} in place. Leave the inputs as they were: work on a "
+                                      "copy, or use operations that return a new object (x = x - m, not x -= m; "
+                                      "masked_fill, not masked_fill_).", case=label)
                 continue
             for mistake in self.mistakes:
                 try:

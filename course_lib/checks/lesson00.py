@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from course_lib.checks import Case, Exercise, Mistake, compare_outputs, register
+from course_lib.checks import Case, Exercise, Mistake, register
+from course_lib.training import count_parameters
 
 
 # ----------------------------------------------------------------------------------------------- 00.batch
@@ -41,28 +42,15 @@ def _batch_with_mask_of_ones(sequences, pad_id=0):
     return {"input_ids": batch["input_ids"], "attention_mask": torch.ones_like(batch["input_ids"])}
 
 
-def compare_batches(got, expected) -> str | None:
-    """Same keys, and each tensor equal to the reference's (shape and values)."""
-    if not isinstance(got, dict):
-        return f"expected a dict with keys {sorted(expected)}, got {type(got).__name__}"
-    if set(got) != set(expected):
-        return f"expected the keys {sorted(expected)}, got {sorted(got)}"
-    for key in expected:
-        problem = compare_outputs(got[key], expected[key])
-        if problem:
-            return f"{key}: {problem}"
-    return None
-
-
-register(Exercise(
-    name="00.batch",
-    title="build the batch dict a model takes",
-    reference=make_batch,
-    cases=[
+register(Exercise("00.batch", "build the batch dict a model takes", make_batch, cases=[
         Case(([[101, 7592, 102], [101, 7592, 2088, 999, 102]],), label="two texts of different lengths"),
         Case(([[101, 2204, 3185, 102]],), label="a single text (it still needs a batch dimension)"),
         Case(([[5, 6], [7, 8, 9, 10], [11]],), {"pad_id": 3}, label="three texts, pad_id=3"),
         Case(([[1, 2, 3], [4, 5, 6]],), label="texts of equal length (no padding)"),
+        Case(([[40, 588, 340, 0], [22017, 0]],), label="GPT-2 ids of 'I like it!' and 'Wow!' ('!' is id 0) padded "
+             "with pad_id=0: a real token equal to the pad id, so the mask must come from the lengths"),
+        Case(([[7], [8, 9, 3]],), {"pad_id": 3}, label="a one-token text first, and a real token equal to pad_id=3 "
+             "at the end of the longest"),
     ],
     mistakes=[
         Mistake(_batch_with_inverted_mask,
@@ -72,7 +60,6 @@ register(Exercise(
         Mistake(_batch_with_mask_of_ones,
                 "the padding positions must get 0 in attention_mask, otherwise the model attends to [PAD] tokens."),
     ],
-    compare=compare_batches,
 ))
 
 
@@ -87,16 +74,15 @@ def probabilities(logits: Tensor) -> Tensor:
     return exp / exp.sum(dim=-1, keepdim=True)  # (B, C)
 
 
-register(Exercise(
-    name="00.softmax",
-    title="turn logits into probabilities",
-    reference=probabilities,
-    cases=[
+register(Exercise("00.softmax", "turn logits into probabilities", probabilities, cases=[
         Case((torch.tensor([[-1.3497, 1.7602], [0.9654, -1.2710], [-0.1744, 0.2572]]),),
              label="the sentiment model's logits for three texts"),
         Case((torch.tensor([[2.0, -1.0, 0.5], [-3.0, -3.0, -2.0]]),), label="two texts, three classes"),
         Case((torch.tensor([[0.3, -0.2, 1.7, 0.0]]),), label="a single text, four classes"),
         Case((torch.tensor([[1000.0, 1001.0, 999.0], [-5.0, 0.0, 5.0]]),), label="very large logits"),
+        Case((torch.tensor([[0.5, 0.5, 0.5], [2.0, float("-inf"), 0.0]]),),
+             label="a row of ties and a row with a -inf logit (a class ruled out: probability 0)"),
+        Case((torch.tensor([[-3.0], [4.0]]),), label="a single class: every probability is 1"),
     ],
     mistakes=[
         Mistake(lambda z: torch.softmax(z, dim=0),
@@ -126,17 +112,18 @@ def predicted_labels(logits: Tensor, id2label: dict[int, str]) -> list[str]:
 
 _MOVIE = {0: "rotten", 1: "fresh"}
 _TWEETS = {0: "negative", 1: "neutral", 2: "positive"}
+_TWEETS_SHUFFLED = {2: "positive", 0: "negative", 1: "neutral"}  # the same mapping, written in another order
 
-register(Exercise(
-    name="00.labels",
-    title="map predictions to label names",
-    reference=predicted_labels,
-    cases=[
+register(Exercise("00.labels", "map predictions to label names", predicted_labels, cases=[
         Case((torch.tensor([[-1.3497, 1.7602], [0.9654, -1.2710], [-0.1744, 0.2572]]), _MOVIE),
              label="three movie reviews (0 = rotten, 1 = fresh)"),
         Case((torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5], [-1.0, -2.0, 0.2], [0.0, 1.0, 0.9]]), _TWEETS),
              label="four tweets, three classes"),
         Case((torch.tensor([[0.7, -0.7]]), _MOVIE), label="a single review"),
+        Case((torch.tensor([[0.1, 2.0, -1.0], [0.2, -0.3, 1.5]]), _TWEETS_SHUFFLED),
+             label="two tweets, id2label written as {2: 'positive', 0: 'negative', 1: 'neutral'}"),
+        Case((torch.tensor([[0.4, 0.4], [-1.0, -1.0], [0.0, 0.3]]), _MOVIE),
+             label="ties: the first of the tied classes wins, as with argmax"),
     ],
     mistakes=[
         Mistake(lambda z, names: [sorted(names.values())[i] for i in z.argmax(-1).tolist()],
@@ -151,45 +138,36 @@ register(Exercise(
 
 
 # ----------------------------------------------------------------------------------------------- 00.parameters
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of values in the model's parameters (each shared tensor once); optionally only trainable ones."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
+@torch.random.fork_rng(devices=[])  # seeded here, the global random state left as it was
 def _models() -> dict[str, nn.Module]:
     """Small models whose counts tell the usual mistakes apart (built once, weights irrelevant)."""
-    generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)
     frozen = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
     frozen[0].requires_grad_(False)
     tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
     tied[1].weight = tied[0].weight  # one (10, 4) tensor used twice, like tied input/output embeddings
-    models = {
+    return {
         "linear": nn.Linear(4, 3),
         "mlp": nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 2))),
         "norm": nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)),
         "tied": tied,
         "frozen": frozen,
+        "no_parameters": nn.Sequential(nn.ReLU(), nn.Dropout(0.1)),
+        "all_frozen": nn.Linear(3, 2).requires_grad_(False),
     }
-    torch.random.set_rng_state(generator_state)
-    return models
 
 
 _M = _models()
 
-register(Exercise(
-    name="00.parameters",
-    title="count a model's parameters",
-    reference=count_parameters,
-    cases=[
+register(Exercise("00.parameters", "count a model's parameters", count_parameters, cases=[
         Case((_M["linear"],), label="nn.Linear(4, 3)"),
         Case((_M["mlp"],), label="a small MLP with a nested nn.Sequential"),
         Case((_M["norm"],), label="Linear + BatchNorm1d (BatchNorm keeps running statistics as buffers)"),
         Case((_M["tied"],), label="an embedding tied to the output layer (one shared weight)"),
         Case((_M["frozen"],), {"trainable_only": True}, label="first layer frozen, trainable_only=True"),
         Case((_M["frozen"],), {"trainable_only": False}, label="first layer frozen, trainable_only=False"),
+        Case((_M["no_parameters"],), label="ReLU and Dropout only: no parameters at all"),
+        Case((_M["all_frozen"],), {"trainable_only": True}, label="every parameter frozen, trainable_only=True"),
     ],
     mistakes=[
         Mistake(lambda m, trainable_only=False: len(list(m.parameters())),

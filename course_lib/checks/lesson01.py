@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from course_lib.checks import Case, Exercise, Mistake, compare_outputs, register
+from course_lib.checks import Case, Exercise, Mistake, register
 from course_lib.tokenization import merge_pair, one_hot, wordpiece
 
 
@@ -28,26 +28,16 @@ def _char_ids(text, vocab):
     return torch.tensor([list(vocab).index(char) for char in text], dtype=torch.long)  # (T,)
 
 
-def compare_one_hot(got, expected) -> str | None:
-    """Same shape and values as the reference, and the same integer dtype as ``F.one_hot`` (int64)."""
-    problem = compare_outputs(got, expected)
-    if problem is None and got.dtype != expected.dtype:
-        return f"expected dtype {expected.dtype} (like F.one_hot), got {got.dtype}"
-    return problem
-
-
 _LETTERS = list("abcdefgh")
 _LOWER = list(" abcdefghijklmnopqrstuvwxyz.")
 
-register(Exercise(
-    name="01.char_one_hot",
-    title="one-hot vectors for the characters of a text",
-    reference=char_one_hot,
-    cases=[
+register(Exercise("01.char_one_hot", "one-hot vectors for the characters of a text", char_one_hot, cases=[
         Case(("abbacab", _LETTERS), label="'abbacab' with the vocabulary a..h (7 characters, 8 in the vocabulary)"),
         Case(("a fine gem.", _LOWER), label="'a fine gem.' with a vocabulary of space, a..z and '.'"),
         Case(("b", ["a", "b"]), label="one character, a vocabulary of two"),
         Case(("", _LETTERS), label="an empty text: shape (0, len(vocab))"),
+        Case(("bad", list("hgfedcba")), label="'bad' with the vocabulary h..a (ids follow the vocabulary's order, "
+             "not the alphabet)"),
     ],
     mistakes=[
         Mistake(lambda text, vocab: F.one_hot(_char_ids(text, vocab), num_classes=len(text)),
@@ -62,7 +52,6 @@ register(Exercise(
                 "keep the integer dtype of F.one_hot (torch.long); if you fill a matrix yourself, create it with "
                 "torch.zeros(..., dtype=torch.long)."),
     ],
-    compare=compare_one_hot,
 ))
 
 
@@ -74,45 +63,38 @@ def greedy_wordpiece(word: str, vocab) -> list[str]:
     return wordpiece(word, vocab, unk_token="[UNK]")
 
 
+def _pieces(word, vocab, candidates, lookup, on_failure):
+    """Walk a word with a wrong variant of greedy WordPiece: ``candidates(start)`` gives the end positions to
+    try, ``lookup(piece, start)`` the string to look up, ``on_failure(pieces)`` the result when nothing fits."""
+    pieces, start = [], 0
+    while start < len(word):
+        for end in candidates(start):
+            piece = lookup(word[start:end], start)
+            if piece in vocab:
+                break
+        else:
+            return on_failure(pieces)
+        pieces.append(piece)
+        start = end
+    return pieces
+
+
+def _with_prefix(piece, start):
+    return piece if start == 0 else "##" + piece
+
+
 def _shortest_first(word, vocab):
-    pieces, start = [], 0
-    while start < len(word):
-        for end in range(start + 1, len(word) + 1):  # shortest candidate first
-            piece = word[start:end] if start == 0 else "##" + word[start:end]
-            if piece in vocab:
-                break
-        else:
-            return ["[UNK]"]
-        pieces.append(piece)
-        start = end
-    return pieces
+    return _pieces(word, vocab, lambda start: range(start + 1, len(word) + 1), _with_prefix, lambda _: ["[UNK]"])
 
 
-def _without_continuation_prefix(word, vocab):
-    pieces, start = [], 0
-    while start < len(word):
-        for end in range(len(word), start, -1):
-            if word[start:end] in vocab:  # no "##" for pieces inside the word
-                break
-        else:
-            return ["[UNK]"]
-        pieces.append(word[start:end])
-        start = end
-    return pieces
+def _without_continuation_prefix(word, vocab):  # no "##" for the pieces inside the word
+    return _pieces(word, vocab, lambda start: range(len(word), start, -1), lambda piece, _: piece,
+                   lambda _: ["[UNK]"])
 
 
-def _partial_pieces(word, vocab):
-    pieces, start = [], 0
-    while start < len(word):
-        for end in range(len(word), start, -1):
-            piece = word[start:end] if start == 0 else "##" + word[start:end]
-            if piece in vocab:
-                break
-        else:
-            return pieces + ["[UNK]"]  # keeps the pieces found so far
-        pieces.append(piece)
-        start = end
-    return pieces
+def _partial_pieces(word, vocab):  # keeps the pieces found before the position where nothing fits
+    return _pieces(word, vocab, lambda start: range(len(word), start, -1), _with_prefix,
+                   lambda pieces: pieces + ["[UNK]"])
 
 
 # A few tokens of the course encoder's vocabulary, including shorter "distractor" pieces.
@@ -121,11 +103,7 @@ SMALL_VOCAB = frozenset([
     "over", "long", "##lo", "##long", "movie", "go", "##go", "##er", "##ers", "watch", "able", "gem", "g", "ge",
 ])
 
-register(Exercise(
-    name="01.greedy_wordpiece",
-    title="greedy longest-match-first WordPiece for one word",
-    reference=greedy_wordpiece,
-    cases=[
+register(Exercise("01.greedy_wordpiece", "greedy longest-match-first WordPiece for one word", greedy_wordpiece, cases=[
         Case(("unaffable", SMALL_VOCAB), label="'unaffable' with SMALL_VOCAB"),
         Case(("overlong", SMALL_VOCAB), label="'overlong' with SMALL_VOCAB"),
         Case(("moviegoers", SMALL_VOCAB), label="'moviegoers' with SMALL_VOCAB"),
@@ -133,6 +111,8 @@ register(Exercise(
         Case(("watchable", SMALL_VOCAB), label="'watchable' with SMALL_VOCAB"),
         Case(("able", SMALL_VOCAB), label="'able', a whole word in SMALL_VOCAB"),
         Case(("🙂", SMALL_VOCAB), label="'🙂' alone"),
+        Case(("g", SMALL_VOCAB), label="'g', a word of one character"),
+        Case(("", SMALL_VOCAB), label="an empty word: no pieces, []"),
     ],
     mistakes=[
         Mistake(_shortest_first,
@@ -179,17 +159,17 @@ def _merge_in_joined_string(tokens, pair, new_token):
     return joined.split(" ") if joined else []
 
 
-register(Exercise(
-    name="01.bpe_merge",
-    title="apply one BPE merge to a list of tokens",
-    reference=bpe_merge,
-    cases=[
+register(Exercise("01.bpe_merge", "apply one BPE merge to a list of tokens", bpe_merge, cases=[
         Case((list("lowlower"), ("l", "o"), "lo"), label="'l o w l o w e r', merge ('l', 'o')"),
         Case((["a", "a", "a"], ("a", "a"), "aa"), label="overlapping pairs: 'a a a', merge ('a', 'a')"),
         Case((["se", "e", "d"], ("e", "e"), "ee"), label="'se e d', merge ('e', 'e'): no such pair of tokens"),
         Case(([116, 104, 101, 32, 116, 104, 101, 109], (116, 104), 256), label="token ids, merge (116, 104) -> 256"),
         Case((["th", "e"], ("e", "r"), "er"), label="a pair that does not occur"),
         Case(([], ("a", "b"), "ab"), label="an empty list"),
+        Case((["c", "a", "b", "a", "b"], ("a", "b"), "ab"), label="'c a b a b', merge ('a', 'b'): the last two "
+             "tokens form the pair"),
+        Case((["a", "a", "a", "a"], ("a", "a"), "aa"), label="'a a a a', merge ('a', 'a'): two merges"),
+        Case((["x"], ("x", "x"), "xx"), label="a single token"),
     ],
     mistakes=[
         Mistake(_merge_without_skipping,
@@ -227,15 +207,12 @@ _GPT2_BATCH = torch.tensor([  # GPT-2 ids of three texts, padded with <|endoftex
     [1212, 318, 257, 3223, 11, 39679, 11, 3360, 8258, 1310, 16840, 13],
 ])
 
-register(Exercise(
-    name="01.attention_mask",
-    title="attention mask from padded token ids",
-    reference=attention_mask_from_ids,
-    cases=[
+register(Exercise("01.attention_mask", "attention mask from padded token ids", attention_mask_from_ids, cases=[
         Case((_MINILM_BATCH, 0), label="three texts padded with [PAD] (id 0)"),
         Case((_MINILM_BATCH[2:], 0), label="a single text without padding, shape (1, 13)"),
         Case((_GPT2_BATCH, 50256), label="GPT-2 ids padded with id 50256 (there, id 0 is the real token '!')"),
         Case((_MINILM_MAX_LENGTH, 0), label="two texts padded to max_length=10"),
+        Case((torch.tensor([[101], [0]]), 0), label="a batch of 2 texts, 1 position: [CLS] and a [PAD]"),
     ],
     mistakes=[
         Mistake(lambda ids, pad: (ids == pad).long(),

@@ -1,5 +1,8 @@
 """Exercises of lesson 02 (attention from scratch): embedding lookup, scaled dot-product attention, and the
-reshapes of multi-head attention (split into heads, merge them back)."""
+reshapes of multi-head attention (split into heads, merge them back).
+
+``02.scaled_dot_product`` is checked against the course's own attention
+(:func:`course_lib.attention.scaled_dot_product_attention`)."""
 from __future__ import annotations
 
 import math
@@ -8,16 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from course_lib.checks import Case, Exercise, Mistake, register
+from course_lib.attention import scaled_dot_product_attention
+from course_lib.checks import Case, Exercise, Mistake, randn, register
 
 
 def _shape(value) -> object:
     return tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-
-
-def _random(*shape: int, seed: int) -> Tensor:
-    """Reproducible standard-normal test inputs, without touching the global random state."""
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
 # ----------------------------------------------------------------------------------------------- 02.embedding_lookup
@@ -44,17 +43,15 @@ def _lookup_linear_convention(ids, weight):  # the (out, in) layout of nn.Linear
     return F.one_hot(ids, num_classes=weight.shape[0]).to(weight.dtype) @ weight.T
 
 
-register(Exercise(
-    name="02.embedding_lookup",
-    title="an embedding lookup as one-hot x matrix",
-    reference=embedding_lookup,
-    cases=[
-        Case((torch.tensor([2, 0, 4, 4]), _random(5, 5, seed=1)), label="a toy vocabulary of 5 tokens, 5-dim vectors"),
-        Case((torch.tensor([7, 1, 3]), _random(10, 4, seed=2)), label="3 token ids, vocabulary 10, dim 4"),
-        Case((torch.tensor([[5, 0, 9], [2, 2, 8]]), _random(12, 3, seed=3)),
+register(Exercise("02.embedding_lookup", "an embedding lookup as one-hot x matrix", embedding_lookup, cases=[
+        Case((torch.tensor([2, 0, 4, 4]), randn(5, 5, seed=1)), label="a toy vocabulary of 5 tokens, 5-dim vectors"),
+        Case((torch.tensor([7, 1, 3]), randn(10, 4, seed=2)), label="3 token ids, vocabulary 10, dim 4"),
+        Case((torch.tensor([[5, 0, 9], [2, 2, 8]]), randn(12, 3, seed=3)),
              label="a batch of 2 texts x 3 tokens, vocabulary 12 (the largest id 11 is not used)"),
-        Case((torch.tensor([101, 7592, 102]), _random(30522, 8, seed=4)),
+        Case((torch.tensor([101, 7592, 102]), randn(30522, 8, seed=4)),
              label="[CLS] hello [SEP] with MiniLM's vocabulary of 30,522"),
+        Case((torch.tensor([[3]]), randn(4, 6, seed=5)), label="one text of one token, the last id of the vocabulary"),
+        Case((torch.tensor([1, 0, 2]), randn(3, 2, seed=6).double()), label="a float64 weight (keep its dtype)"),
     ],
     mistakes=[
         Mistake(_lookup_transposed,
@@ -68,19 +65,7 @@ register(Exercise(
 
 
 # ----------------------------------------------------------------------------------------------- 02.scaled_dot_product
-def scaled_dot_product(query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
-    """softmax(Q K^T / sqrt(d)) V for (..., T, d) queries and (..., S, d) keys; returns (output, weights)."""
-    for name, tensor in (("query", query), ("key", key), ("value", value)):
-        if not isinstance(tensor, Tensor) or tensor.dim() < 2 or not tensor.is_floating_point():
-            raise ValueError(f"expected a float {name} of shape (..., tokens, dim), got {_shape(tensor)}")
-    if query.shape[-1] != key.shape[-1] or key.shape[-2] != value.shape[-2]:
-        raise ValueError(f"query (..., T, d), key (..., S, d) and value (..., S, d_v) do not fit: got "
-                         f"{tuple(query.shape)}, {tuple(key.shape)}, {tuple(value.shape)}")
-    scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])  # (..., T, S)
-    weights = torch.softmax(scores, dim=-1)  # (..., T, S): each query's row sums to 1
-    return weights @ value, weights  # (..., T, d_v), (..., T, S)
-
-
+# The reference is the course's attention, course_lib.attention.scaled_dot_product_attention, without a mask.
 def _attend(scores: Tensor, value: Tensor, dim: int = -1) -> tuple[Tensor, Tensor]:
     weights = torch.softmax(scores, dim=dim)
     return weights @ value, weights
@@ -90,19 +75,19 @@ def _qk(query, key):
     return query @ key.transpose(-2, -1)
 
 
-register(Exercise(
-    name="02.scaled_dot_product",
-    title="scaled dot-product attention",
-    reference=scaled_dot_product,
-    cases=[
-        Case((_random(1, 4, 4, seed=10), _random(1, 4, 4, seed=11), _random(1, 4, 4, seed=12)),
+register(Exercise("02.scaled_dot_product", "scaled dot-product attention", scaled_dot_product_attention, cases=[
+        Case((randn(1, 4, 4, seed=10), randn(1, 4, 4, seed=11), randn(1, 4, 4, seed=12)),
              label="one text: 4 tokens with 4-dim queries, keys and values"),
-        Case((_random(2, 5, 8, seed=13), _random(2, 5, 8, seed=14), _random(2, 5, 8, seed=15)),
+        Case((randn(2, 5, 8, seed=13), randn(2, 5, 8, seed=14), randn(2, 5, 8, seed=15)),
              label="a batch of 2 texts, 5 tokens, dim 8"),
-        Case((_random(2, 3, 16, seed=16), _random(2, 6, 16, seed=17), _random(2, 6, 10, seed=18)),
+        Case((randn(2, 3, 16, seed=16), randn(2, 6, 16, seed=17), randn(2, 6, 10, seed=18)),
              label="3 queries attending to 6 keys (values of dim 10)"),
-        Case((_random(2, 3, 4, 64, seed=19), _random(2, 3, 4, 64, seed=20), _random(2, 3, 4, 64, seed=21)),
+        Case((randn(2, 3, 4, 64, seed=19), randn(2, 3, 4, 64, seed=20), randn(2, 3, 4, 64, seed=21)),
              label="(batch, heads, tokens, dim) = (2, 3, 4, 64)"),
+        Case((randn(5, 8, seed=22), randn(7, 8, seed=23), randn(7, 3, seed=24)),
+             label="no batch dimension: 5 queries (5, 8) attending to 7 keys (7, 8)"),
+        Case((randn(1, 1, 4, seed=25), randn(1, 1, 4, seed=26), randn(1, 1, 2, seed=27)),
+             label="a single query and a single key: its weight is 1"),
     ],
     mistakes=[
         Mistake(lambda q, k, v: _attend(_qk(q, k) / math.sqrt(q.shape[-1]), v, dim=-2),
@@ -150,15 +135,12 @@ def _split_interleaved(x, num_heads):
     return x.reshape(B, T, D // num_heads, num_heads).permute(0, 3, 1, 2)  # head h gets every H-th feature
 
 
-register(Exercise(
-    name="02.split_heads",
-    title="split the model width into heads",
-    reference=split_heads,
-    cases=[
-        Case((_random(1, 3, 4, seed=30), 2), label="3 tokens of width 4, 2 heads"),
-        Case((_random(2, 5, 12, seed=31), 3), label="a batch of 2 texts, 5 tokens, width 12, 3 heads"),
-        Case((_random(2, 4, 384, seed=32), 12), label="MiniLM's sizes: width 384, 12 heads of 32"),
-        Case((_random(1, 2, 6, seed=33), 6), label="6 heads of width 1"),
+register(Exercise("02.split_heads", "split the model width into heads", split_heads, cases=[
+        Case((randn(1, 3, 4, seed=30), 2), label="3 tokens of width 4, 2 heads"),
+        Case((randn(2, 5, 12, seed=31), 3), label="a batch of 2 texts, 5 tokens, width 12, 3 heads"),
+        Case((randn(2, 4, 384, seed=32), 12), label="MiniLM's sizes: width 384, 12 heads of 32"),
+        Case((randn(1, 2, 6, seed=33), 6), label="6 heads of width 1"),
+        Case((randn(3, 1, 8, seed=34), 1), label="a single head: (3, 1, 8) -> (3, 1, 1, 8)"),
     ],
     mistakes=[
         Mistake(_split_by_view_only,
@@ -197,14 +179,11 @@ def _merge_not_flattened(x):
     return x.transpose(1, 2)  # (B, T, H, d)
 
 
-register(Exercise(
-    name="02.merge_heads",
-    title="merge the heads back into the model width",
-    reference=merge_heads,
-    cases=[
-        Case((_random(1, 2, 3, 2, seed=40),), label="2 heads, 3 tokens, head width 2"),
-        Case((_random(2, 3, 5, 4, seed=41),), label="a batch of 2 texts, 3 heads, 5 tokens, head width 4"),
-        Case((_random(2, 12, 4, 32, seed=42),), label="MiniLM's sizes: 12 heads of width 32"),
+register(Exercise("02.merge_heads", "merge the heads back into the model width", merge_heads, cases=[
+        Case((randn(1, 2, 3, 2, seed=40),), label="2 heads, 3 tokens, head width 2"),
+        Case((randn(2, 3, 5, 4, seed=41),), label="a batch of 2 texts, 3 heads, 5 tokens, head width 4"),
+        Case((randn(2, 12, 4, 32, seed=42),), label="MiniLM's sizes: 12 heads of width 32"),
+        Case((randn(3, 2, 1, 5, seed=43),), label="a batch of 3 texts of a single token, 2 heads of width 5"),
     ],
     mistakes=[
         Mistake(_merge_without_transpose,

@@ -8,12 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib.checks import Case, Exercise, Mistake, register
-from course_lib.encoder import sinusoidal_positions as _sinusoidal_reference
-
-
-def _randn(*shape: int, seed: int, scale: float = 1.0) -> Tensor:
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
+from course_lib.checks import Case, Exercise, Mistake, randn, register
+from course_lib.encoder import sinusoidal_positions
 
 
 def _check_float(name: str, tensor, min_dim: int = 1) -> None:
@@ -41,20 +37,17 @@ def feed_forward(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor) -> T
 
 
 def _ffn_case(tokens: tuple[int, ...], dim: int, inner: int, seed: int) -> tuple:
-    x = _randn(*tokens, dim, seed=seed, scale=1.5)  # (..., D)
-    w1 = _randn(inner, dim, seed=seed + 1, scale=1 / math.sqrt(dim))  # (I, D)
-    w2 = _randn(dim, inner, seed=seed + 2, scale=1 / math.sqrt(inner))  # (D, I)
-    return x, w1, _randn(inner, seed=seed + 3, scale=0.5), w2, _randn(dim, seed=seed + 4, scale=0.5)
+    x = randn(*tokens, dim, seed=seed, scale=1.5)  # (..., D)
+    w1 = randn(inner, dim, seed=seed + 1, scale=1 / math.sqrt(dim))  # (I, D)
+    w2 = randn(dim, inner, seed=seed + 2, scale=1 / math.sqrt(inner))  # (D, I)
+    return x, w1, randn(inner, seed=seed + 3, scale=0.5), w2, randn(dim, seed=seed + 4, scale=0.5)
 
 
-register(Exercise(
-    name="03.feed_forward",
-    title="the position-wise feed-forward network",
-    reference=feed_forward,
-    cases=[
+register(Exercise("03.feed_forward", "the position-wise feed-forward network", feed_forward, cases=[
         Case(_ffn_case((2, 5), 8, 32, seed=0), label="a batch of 2 texts x 5 tokens, D=8, I=32"),
         Case(_ffn_case((3,), 4, 16, seed=10), label="3 tokens without a batch dimension, D=4, I=16"),
         Case(_ffn_case((1, 7), 6, 24, seed=20), label="a single text of 7 tokens, D=6, I=24"),
+        Case(_ffn_case((), 5, 20, seed=30), label="one token vector of shape (5,), no token dimension"),
     ],
     mistakes=[
         Mistake(lambda x, w1, b1, w2, b2: F.relu(x @ w1.T + b1) @ w2.T + b2,
@@ -89,9 +82,9 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Te
 
 def _ln_case(shape: tuple[int, ...], seed: int, label: str, scale: float = 2.0, shift: float = 1.0,
              eps: float | None = None) -> Case:
-    x = _randn(*shape, seed=seed, scale=scale) + shift  # (..., D)
+    x = randn(*shape, seed=seed, scale=scale) + shift  # (..., D)
     D = shape[-1]
-    weight, bias = 1.0 + _randn(D, seed=seed + 1, scale=0.3), _randn(D, seed=seed + 2, scale=0.3)  # (D,), (D,)
+    weight, bias = 1.0 + randn(D, seed=seed + 1, scale=0.3), randn(D, seed=seed + 2, scale=0.3)  # (D,), (D,)
     return Case((x, weight, bias), {} if eps is None else {"eps": eps}, label)
 
 
@@ -104,15 +97,13 @@ def _ln_over(dim: int, unbiased: bool = False, eps_inside: bool = True, affine: 
     return wrong
 
 
-register(Exercise(
-    name="03.layer_norm",
-    title="LayerNorm by hand",
-    reference=layer_norm,
-    cases=[
+register(Exercise("03.layer_norm", "LayerNorm by hand", layer_norm, cases=[
         _ln_case((2, 4, 8), seed=0, label="a batch of 2 texts x 4 tokens, D=8"),
         _ln_case((3, 6), seed=5, scale=0.5, shift=-2.0, label="3 token vectors of size 6, no batch dimension"),
         _ln_case((1, 3, 5), seed=9, eps=1e-12, label="a single text, BERT's eps=1e-12"),
         _ln_case((2, 3, 4), seed=13, scale=1e-3, shift=0.5, label="nearly constant vectors (variance 1e-6 < eps)"),
+        _ln_case((2, 5), seed=17, scale=0.2, eps=0.1, label="2 vectors of size 5 with eps=0.1 (use the eps given)"),
+        _ln_case((1, 6), seed=21, scale=0.0, shift=3.0, label="a constant vector (variance 0): the output is bias"),
     ],
     mistakes=[
         Mistake(_ln_over(0),
@@ -149,36 +140,28 @@ class _Doubled(nn.Module):
         return 2.0 * x + 0.5
 
 
+@torch.random.fork_rng(devices=[])  # seeded here, the global random state left as it was
 def _block_modules() -> dict[str, nn.Module]:
     """Sublayers and norms with fixed, non-trivial weights (built once, in eval mode)."""
-    state = torch.random.get_rng_state()
     torch.manual_seed(3)
-    from course_lib.encoder import EncoderConfig, FeedForward
-
-    linear = nn.Linear(6, 6)
-    ffn = FeedForward(EncoderConfig(vocab_size=10, hidden_size=8, num_layers=1, num_heads=2, intermediate_size=32))
-    norms = {}
+    ffn = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 8))  # a BERT-style feed-forward, D=8
+    modules = {"linear": nn.Linear(6, 6), "ffn": ffn, "doubled": _Doubled()}
     for dim in (6, 8):
         norm = nn.LayerNorm(dim, eps=1e-12)
         with torch.no_grad():
             norm.weight.copy_(1.0 + 0.3 * torch.randn(dim))
             norm.bias.copy_(0.3 * torch.randn(dim))
-        norms[dim] = norm
-    torch.random.set_rng_state(state)
-    return {"linear": linear.eval(), "ffn": ffn.eval(), "doubled": _Doubled(), "norm6": norms[6].eval(),
-            "norm8": norms[8].eval()}
+        modules[f"norm{dim}"] = norm
+    return {name: module.eval() for name, module in modules.items()}
 
 
 _B = _block_modules()
 
-register(Exercise(
-    name="03.post_ln_block",
-    title="a residual connection with post-LN",
-    reference=post_ln_block,
-    cases=[
-        Case((_randn(2, 3, 6, seed=30), _B["linear"], _B["norm6"]), label="a linear sublayer, D=6"),
-        Case((_randn(1, 4, 8, seed=31, scale=2.0), _B["ffn"], _B["norm8"]), label="a feed-forward sublayer, D=8"),
-        Case((_randn(2, 2, 6, seed=32), _B["doubled"], _B["norm6"]), label="the sublayer 2x + 0.5"),
+register(Exercise("03.post_ln_block", "a residual connection with post-LN", post_ln_block, cases=[
+        Case((randn(2, 3, 6, seed=30), _B["linear"], _B["norm6"]), label="a linear sublayer, D=6"),
+        Case((randn(1, 4, 8, seed=31, scale=2.0), _B["ffn"], _B["norm8"]), label="a feed-forward sublayer, D=8"),
+        Case((randn(2, 2, 6, seed=32), _B["doubled"], _B["norm6"]), label="the sublayer 2x + 0.5"),
+        Case((randn(1, 1, 8, seed=33), _B["ffn"], _B["norm8"]), label="a single token, D=8"),
     ],
     mistakes=[
         Mistake(lambda x, sublayer, norm: x + sublayer(norm(x)),
@@ -195,11 +178,7 @@ register(Exercise(
 
 
 # ----------------------------------------------------------------------------------------------- 03.sinusoidal
-def sinusoidal_positions(num_positions: int, dim: int, base: float = 10000.0) -> Tensor:
-    """(num_positions, dim): PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos(p / base^(2i/dim))."""
-    return _sinusoidal_reference(num_positions, dim, base)
-
-
+# The reference is the encoder's own table, course_lib.encoder.sinusoidal_positions.
 def _sinusoidal_wrong(layout: str = "interleaved", exponent: str = "2i/d", first: str = "sin"):
     def wrong(num_positions, dim, base=10000.0):
         position = torch.arange(num_positions, dtype=torch.float64)[:, None]  # (P, 1)
@@ -213,15 +192,12 @@ def _sinusoidal_wrong(layout: str = "interleaved", exponent: str = "2i/d", first
     return wrong
 
 
-register(Exercise(
-    name="03.sinusoidal",
-    title="sinusoidal position encodings",
-    reference=sinusoidal_positions,
-    cases=[
+register(Exercise("03.sinusoidal", "sinusoidal position encodings", sinusoidal_positions, cases=[
         Case((6, 8), label="6 positions, dim 8"),
         Case((50, 16), label="50 positions, dim 16"),
         Case((12, 6), {"base": 100.0}, label="12 positions, dim 6, base 100"),
         Case((1, 4), label="a single position (position 0)"),
+        Case((3, 2), label="dim 2: a single sin/cos pair"),
     ],
     mistakes=[
         Mistake(_sinusoidal_wrong(layout="halves"),

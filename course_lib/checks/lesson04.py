@@ -1,5 +1,8 @@
 """Exercises of lesson 04 (masking and decoders): the causal mask, mean pooling that ignores padding, and the
-top-k and top-p (nucleus) filters used when sampling from a language model."""
+top-k and top-p (nucleus) filters used when sampling from a language model.
+
+The references are the course's tested functions: :func:`course_lib.attention.causal_mask`,
+:func:`course_lib.pooling.masked_mean`, :func:`course_lib.generation.top_k_filter` and ``top_p_filter``."""
 from __future__ import annotations
 
 import math
@@ -7,33 +10,15 @@ import math
 import torch
 from torch import Tensor
 
-from course_lib.checks import Case, Exercise, Mistake, register
+from course_lib.attention import causal_mask
+from course_lib.checks import Case, Exercise, Mistake, randn, register
+from course_lib.generation import top_k_filter, top_p_filter
+from course_lib.pooling import masked_mean
 
 INF = float("-inf")
 
 
-def _shape(value) -> object:
-    return tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-
-
-def _random(*shape: int, seed: int) -> Tensor:
-    """Reproducible standard-normal test inputs, without touching the global random state."""
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _check_logits(logits) -> None:
-    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.dim() < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"expected float logits of shape (..., vocab), got {_shape(logits)}")
-
-
 # ----------------------------------------------------------------------------------------------- 04.causal_mask
-def causal_mask(T: int) -> Tensor:
-    """Boolean (T, T) mask, True where query ``i`` may attend to key ``j``: on and below the diagonal (j <= i)."""
-    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
-        raise ValueError(f"T must be a positive integer (the number of tokens), got {T!r}")
-    return torch.ones(T, T, dtype=torch.bool).tril()  # (T, T): row i is True for columns 0..i
-
-
 def _upper_triangle(T):
     return torch.ones(T, T, dtype=torch.bool).triu()
 
@@ -50,15 +35,12 @@ def _blocked_positions(T):
     return ~torch.ones(T, T, dtype=torch.bool).tril()
 
 
-register(Exercise(
-    name="04.causal_mask",
-    title="the causal mask",
-    reference=causal_mask,
-    cases=[
+register(Exercise("04.causal_mask", "the causal mask", causal_mask, cases=[
         Case((4,), label="T = 4 tokens"),
         Case((1,), label="a single token (T = 1)"),
         Case((2,), label="T = 2 tokens"),
         Case((7,), label="T = 7 tokens"),
+        Case((3,), label="T = 3 tokens"),
     ],
     mistakes=[
         Mistake(_upper_triangle,
@@ -78,17 +60,6 @@ register(Exercise(
 
 
 # ----------------------------------------------------------------------------------------------- 04.masked_mean
-def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Mean of the token vectors over the real tokens only: (B, T, D) and a (B, T) 0/1 mask -> (B, D)."""
-    if not isinstance(hidden, Tensor) or hidden.dim() != 3 or not hidden.is_floating_point():
-        raise ValueError(f"expected float hidden states of shape (batch, tokens, dim), got {_shape(hidden)}")
-    if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != tuple(hidden.shape[:2]):
-        raise ValueError(f"expected an attention_mask of shape {tuple(hidden.shape[:2])} (batch, tokens), "
-                         f"got {_shape(attention_mask)}")
-    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1): 1 for a real token, 0 for padding
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)  # (B, D) / (B, 1)
-
-
 def _mean_with_padding(hidden, mask):
     return hidden.mean(dim=1)
 
@@ -105,22 +76,23 @@ def _over_features(hidden, mask):
     return (hidden * mask.to(hidden.dtype).unsqueeze(-1)).mean(dim=-1)
 
 
-def _padded_batch(seed: int, lengths: list[int], T: int, D: int, as_bool: bool = False) -> tuple[Tensor, Tensor]:
-    hidden = _random(len(lengths), T, D, seed=seed)
-    mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None])  # (B, T)
+def _padded_batch(seed: int, lengths: list[int], T: int, D: int, as_bool: bool = False,
+                  left: bool = False) -> tuple[Tensor, Tensor]:
+    """Random token vectors (B, T, D), padding included, and the mask of texts of ``lengths`` padded to T."""
+    hidden = randn(len(lengths), T, D, seed=seed)
+    mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T), padding on the right
+    mask = mask.flip(dims=[1]) if left else mask  # padding on the left, as decoders pad
     return hidden, (mask if as_bool else mask.long())
 
 
-register(Exercise(
-    name="04.masked_mean",
-    title="mean pooling that ignores padding",
-    reference=masked_mean,
-    cases=[
+register(Exercise("04.masked_mean", "mean pooling that ignores padding", masked_mean, cases=[
         Case(_padded_batch(1, [5, 3], T=5, D=4), label="2 texts of 5 and 3 tokens, padded to 5, dim 4"),
         Case(_padded_batch(2, [3], T=3, D=2), label="one text, no padding"),
         Case(_padded_batch(3, [6, 1, 4], T=6, D=8, as_bool=True),
              label="3 texts of 6, 1 and 4 tokens with a boolean mask"),
         Case(_padded_batch(4, [7, 2], T=7, D=384), label="MiniLM's width 384, texts of 7 and 2 tokens"),
+        Case(_padded_batch(5, [2, 5, 4], T=5, D=3, left=True),
+             label="3 texts padded on the LEFT (as decoders pad): the real tokens are the last ones"),
     ],
     mistakes=[
         Mistake(_mean_with_padding,
@@ -140,16 +112,6 @@ register(Exercise(
 
 
 # ----------------------------------------------------------------------------------------------- 04.top_k_filter
-def top_k_filter(logits: Tensor, k: int) -> Tensor:
-    """Keep the ``k`` largest logits of each row (and any tied with the k-th); set the others to -inf."""
-    _check_logits(logits)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    k = min(k, logits.shape[-1])  # a k beyond the vocabulary keeps everything
-    kth_best = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1)
-    return logits.masked_fill(logits < kth_best, INF)  # (..., V)
-
-
 def _top_k_zeroed(logits, k):
     kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
     return logits.masked_fill(logits < kth, 0.0)
@@ -172,21 +134,20 @@ def _top_k_probabilities(logits, k):
 
 
 def _with_minus_inf(seed: int) -> Tensor:
-    logits = _random(1, 7, seed=seed)
+    logits = randn(1, 7, seed=seed)
     logits[0, [1, 4]] = INF  # two tokens already removed by an earlier filter
     return logits
 
 
-register(Exercise(
-    name="04.top_k_filter",
-    title="the top-k filter",
-    reference=top_k_filter,
-    cases=[
+register(Exercise("04.top_k_filter", "the top-k filter", top_k_filter, cases=[
         Case((torch.tensor([1.0, 3.0, -0.5, 2.0, 0.0, 2.5, -2.0, 1.5]), 3), label="8 logits, k = 3"),
-        Case((_random(2, 10, seed=20), 1), label="a batch of 2 rows, k = 1 (greedy)"),
-        Case((_random(3, 6, seed=21), 10), label="k = 10 is more than the 6 tokens of the vocabulary"),
+        Case((randn(2, 10, seed=20), 1), label="a batch of 2 rows, k = 1 (greedy)"),
+        Case((randn(3, 6, seed=21), 10), label="k = 10 is more than the 6 tokens of the vocabulary"),
         Case((_with_minus_inf(22), 2), label="logits where two tokens are already -inf, k = 2"),
-        Case((_random(2, 3, 50, seed=23) * 3, 5), label="logits of shape (2, 3, 50), k = 5"),
+        Case((randn(2, 3, 50, seed=23) * 3, 5), label="logits of shape (2, 3, 50), k = 5"),
+        Case((torch.tensor([[1.0, 2.0, 0.5, 2.0, 2.0], [3.0, 1.0, 1.0, 0.0, 1.0]]), 2),
+             label="ties with the k-th largest logit, k = 2: every tied token stays"),
+        Case((randn(2, 4, seed=24), 4), label="k = 4 equal to the vocabulary of 4: nothing is dropped"),
     ],
     mistakes=[
         Mistake(_top_k_zeroed,
@@ -206,20 +167,6 @@ register(Exercise(
 
 
 # ----------------------------------------------------------------------------------------------- 04.top_p_filter
-def top_p_filter(logits: Tensor, p: float) -> Tensor:
-    """Nucleus filter: keep the most likely tokens until their probabilities add up to ``p`` (the token that
-    reaches ``p`` included, so at least one token stays); set the others to -inf."""
-    _check_logits(logits)
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
-        raise ValueError(f"p must be a number in (0, 1], got {p!r}")
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V), best first
-    probs = torch.softmax(sorted_logits, dim=-1)  # (..., V)
-    mass_before = probs.cumsum(dim=-1) - probs  # (..., V): probability of the better tokens
-    drop_sorted = mass_before >= p  # the nucleus was already full before this token
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # (..., V) back in vocabulary order
-    return logits.masked_fill(drop, INF)
-
-
 def _sorted_mass(logits):
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     probs = torch.softmax(sorted_logits, dim=-1)
@@ -253,17 +200,15 @@ def _logits_of(*probs: float) -> Tensor:
 
 _FIVE = _logits_of(0.15, 0.5, 0.05, 0.2, 0.1)  # sorted: 0.5, 0.2, 0.15, 0.1, 0.05
 
-register(Exercise(
-    name="04.top_p_filter",
-    title="the top-p (nucleus) filter",
-    reference=top_p_filter,
-    cases=[
+register(Exercise("04.top_p_filter", "the top-p (nucleus) filter", top_p_filter, cases=[
         Case((_FIVE, 0.6), label="probabilities (0.15, 0.5, 0.05, 0.2, 0.1), p = 0.6: keep 0.5 and 0.2"),
         Case((_FIVE, 0.9), label="the same 5 tokens, p = 0.9"),
         Case((_FIVE, 0.01), label="a tiny p = 0.01: only the most likely token stays"),
         Case((_FIVE, 1.0), label="p = 1.0: every token stays"),
-        Case((_random(3, 20, seed=30) * 2, 0.8), label="a batch of 3 rows of 20 logits, p = 0.8"),
+        Case((randn(3, 20, seed=30) * 2, 0.8), label="a batch of 3 rows of 20 logits, p = 0.8"),
         Case((_with_minus_inf(31), 0.7), label="logits where two tokens are already -inf, p = 0.7"),
+        Case((torch.tensor([[0.0, 0.0, 0.0, 0.0, 3.0]]), 0.5), label="the most likely token is the LAST one, p = 0.5"),
+        Case((torch.tensor([2.5]), 0.3), label="a vocabulary of one token: it always stays"),
     ],
     mistakes=[
         Mistake(_top_p_without_the_crossing_token,

@@ -1,4 +1,5 @@
-"""Exercises of lesson 06 (features and UMAP): masked mean, min-max scaling, majority baseline, confusion counts."""
+"""Exercises of lesson 06 (features and UMAP): balanced class weights, min-max scaling, majority baseline,
+confusion counts."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,46 +7,62 @@ import torch
 from torch import Tensor
 
 from course_lib.checks import Case, Exercise, Mistake, register
-from course_lib.pooling import masked_mean as _masked_mean
 
 
-# ----------------------------------------------------------------------------------------------- 06.masked_mean
-def masked_mean(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Average of the token vectors where ``attention_mask`` is 1: (B, T, D), (B, T) -> (B, D)."""
-    return _masked_mean(hidden, attention_mask)
+# ----------------------------------------------------------------------------------------------- 06.class_weights
+def balanced_class_weights(train_labels, num_classes: int) -> Tensor:
+    """'Balanced' weight of each class, n_samples / (num_classes * count_c), from the training labels: (C,) float.
+
+    Equal to scikit-learn's ``compute_class_weight("balanced", ...)``: a class half as frequent as in a balanced
+    set weighs 2, and a balanced set gets 1 everywhere. ``train_labels`` is a 1-D integer tensor, array or list
+    of class ids in [0, num_classes). A class that never occurs in them has no defined weight (n / 0): that is a
+    ``ValueError`` naming the class, not an infinite weight.
+    """
+    labels = train_labels.detach().cpu().numpy() if isinstance(train_labels, Tensor) else np.asarray(train_labels)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if labels.ndim != 1 or labels.size == 0:
+        raise ValueError(f"expected a non-empty 1-D sequence of class ids, got shape {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"expected integer class ids, got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"class ids must lie in [0, {num_classes - 1}], got values from {labels.min()} to "
+                         f"{labels.max()}")
+    counts = np.bincount(labels, minlength=num_classes)  # (C,)
+    absent = np.flatnonzero(counts == 0).tolist()
+    if absent:
+        raise ValueError(f"class(es) {absent} never occur in the training labels, so their balanced weight "
+                         f"n_samples / (num_classes * 0) is undefined; add examples of them or leave them out")
+    return torch.as_tensor(labels.size / (num_classes * counts), dtype=torch.float32)  # (C,)
 
 
-def _hidden(batch: int, tokens: int, dim: int, seed: int) -> Tensor:
-    return torch.randn(batch, tokens, dim, generator=torch.Generator().manual_seed(seed))  # (B, T, D)
+def _counts(train_labels, num_classes):
+    return torch.bincount(torch.as_tensor(np.asarray(train_labels)), minlength=num_classes).double()  # (C,)
 
 
-def _padded(hidden: Tensor, mask: Tensor, value: float = 5.0) -> Tensor:
-    """Padding positions get a recognisable value, as if the encoder had written something there."""
-    return hidden.masked_fill(mask.unsqueeze(-1) == 0, value)
+_TWEET_LIKE = torch.tensor([1, 0, 1, 2, 0, 0, 1, 0, 2, 1, 0, 1, 0, 2, 1, 0, 0, 1, 2, 0, 1, 1, 0, 0, 2, 1, 0, 1, 0, 2,
+                            1, 0, 1, 1, 0, 2, 0, 1, 0, 0, 2, 1, 1, 0, 0, 1, 2, 1])  # 20 x 0, 19 x 1, 9 x 2
 
-
-_MASK_A = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
-_MASK_B = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
-
-register(Exercise(
-    name="06.masked_mean",
-    title="mean pooling that ignores padding",
-    reference=masked_mean,
-    cases=[
-        Case((_padded(_hidden(2, 4, 3, 0), _MASK_A), _MASK_A), label="two texts, the second padded by 2 tokens"),
-        Case((_hidden(2, 3, 4, 1), torch.ones(2, 3, dtype=torch.long)), label="no padding at all"),
-        Case((_padded(_hidden(3, 5, 2, 2), _MASK_B, -3.0), _MASK_B), label="three texts of 3, 5 and 1 tokens"),
-        Case((_padded(_hidden(2, 4, 3, 3), _MASK_A), _MASK_A.bool()), label="a boolean attention mask"),
+register(Exercise("06.class_weights", "balanced class weights from the training labels", balanced_class_weights, cases=[
+        Case((_TWEET_LIKE, 3), label="48 training tweets: 20 negative, 19 neutral, 9 positive (a tensor)"),
+        Case((np.array([2, 2, 1, 0, 2, 2, 1, 2, 2, 1]), 3),
+             label="a NumPy array that starts with class 2, where class 0 occurs once"),
+        Case((torch.tensor([3, 1, 0, 2]), 4), label="4 classes, each once: every weight is 1"),
+        Case((np.array([0, 0, 0, 0, 0]), 1), label="a single class"),
+        Case((torch.tensor([2] * 9 + [0, 1, 1], dtype=torch.int32), 3),
+             label="training labels where positive (2) is the most frequent class, unlike in the test split: the "
+                   "weights come from the labels passed in, nothing else"),
     ],
     mistakes=[
-        Mistake(lambda h, m: h.mean(dim=1),
-                "a plain mean over the tokens includes the [PAD] positions; multiply by the mask first and "
-                "divide by the number of real tokens, mask.sum(dim=1)."),
-        Mistake(lambda h, m: (h * m.unsqueeze(-1)).sum(dim=1) / h.shape[1],
-                "you zeroed the padding but divided by the padded length T; divide each text by its own number "
-                "of real tokens, attention_mask.sum(dim=1, keepdim=True)."),
-        Mistake(lambda h, m: (h * m.unsqueeze(-1)).sum(dim=0) / m.unsqueeze(-1).sum(dim=0),
-                "average over the tokens (dim=1), not over the batch (dim=0): one vector per text, shape (B, D)."),
+        Mistake(lambda labels, num_classes: (1.0 / _counts(labels, num_classes)).float(),
+                "1 / count has the right shape but the wrong scale: multiply by n_samples / num_classes, so that "
+                "the weights are n_samples / (num_classes * count) and a balanced set gets 1 everywhere."),
+        Mistake(lambda labels, num_classes: (_counts(labels, num_classes) / len(labels)).float(),
+                "those are the class frequencies: they give the FREQUENT classes the larger weight. Invert them: "
+                "n_samples / (num_classes * count), so that a rare class weighs more."),
+        Mistake(lambda labels, num_classes: (len(labels) / _counts(labels, num_classes)).float(),
+                "divide by num_classes too: n_samples / (num_classes * count). Without it the weights are "
+                "num_classes times too large (a balanced set should get weights of 1)."),
     ],
 ))
 
@@ -84,14 +101,12 @@ _RNG = np.random.default_rng(5)
 _WIDE = np.column_stack([_RNG.normal(0, 1, 6), _RNG.normal(40, 10, 6), _RNG.uniform(-5, -1, 6)])
 _CONSTANT = np.array([[0.2, 3.0, -1.0], [0.8, 3.0, 4.0], [0.5, 3.0, 1.5], [0.3, 3.0, 0.0]])
 
-register(Exercise(
-    name="06.minmax",
-    title="min-max scaling per feature",
-    reference=min_max_scale,
-    cases=[
+register(Exercise("06.minmax", "min-max scaling per feature", min_max_scale, cases=[
         Case((_WIDE,), label="6 samples, 3 features on very different scales"),
         Case((_CONSTANT,), label="a feature that is the same for every sample"),
         Case((np.array([[1.0, -2.0], [3.0, 6.0]]),), label="2 samples, 2 features"),
+        Case((np.array([[4.0, -1.0, 0.5]]),), label="a single sample: every column is constant, so all 0"),
+        Case((np.array([[3], [7], [5], [7]]),), label="integer features, a single column (the result is floating)"),
     ],
     mistakes=[
         Mistake(_rows_scaled,
@@ -132,14 +147,18 @@ def _scored_on_train(train_labels, test_labels):
     return majority_baseline_accuracy(train_labels, train_labels)
 
 
-register(Exercise(
-    name="06.baseline",
-    title="accuracy of the most-frequent-class baseline",
-    reference=majority_baseline_accuracy,
-    cases=[
+register(Exercise("06.baseline", "accuracy of the most-frequent-class baseline", majority_baseline_accuracy, cases=[
         Case(([1] * 6 + [0] * 3 + [2], [0] * 5 + [1] * 3 + [2] * 2), label="3 classes, train and test disagree"),
         Case((np.array([0, 1, 1, 1, 0, 1, 1]), np.array([1, 0, 0, 1])), label="2 classes as numpy arrays"),
         Case(([2, 2, 0, 1, 2, 0, 2], [2, 1, 2, 2, 0]), label="the majority is the last class"),
+        Case(([2, 1, 2, 1, 0], [1, 1, 2, 0]),
+             label="a tie in the training labels (1 and 2 twice each): the smaller class id wins, as in "
+                   "sklearn's DummyClassifier and np.argmax"),
+        Case((np.array([0, 0, 0, 1]), np.array([1, 1, 2])), label="the training majority never occurs in the test "
+             "labels: accuracy 0"),
+        Case(([1], [1]), label="one training label and one test label"),
+        Case(([0, 0, 0, 1, 1], [1, 1, 1, 1, 2]), label="class 1 is rare in training but frequent in the test labels: "
+             "the prediction is still the training majority, 0"),
     ],
     mistakes=[
         Mistake(_least_frequent_class,
@@ -180,14 +199,13 @@ def _confusion_sized_by_data(y_true, y_pred, num_classes):
     return confusion_counts(y_true, y_pred, seen)
 
 
-register(Exercise(
-    name="06.confusion",
-    title="count a confusion matrix",
-    reference=confusion_counts,
-    cases=[
+register(Exercise("06.confusion", "count a confusion matrix", confusion_counts, cases=[
         Case(([0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0, 2], 3), label="3 classes, 7 texts"),
         Case((np.array([1, 1, 0, 1]), np.array([1, 0, 0, 0]), 2), label="2 classes as numpy arrays"),
         Case(([0, 1, 0], [0, 1, 1], 3), label="3 classes, but class 2 never occurs"),
+        Case(([2], [0], 3), label="a single example"),
+        Case((np.array([1, 0, 1, 1]), np.array([1, 0, 1, 1]), 2), label="every prediction right: only the diagonal"),
+        Case(([0, 2, 2, 1], [0, 0, 0, 0], 4), label="4 classes, everything predicted as class 0"),
     ],
     mistakes=[
         Mistake(_confusion_transposed,

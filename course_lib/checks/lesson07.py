@@ -1,30 +1,26 @@
-"""Exercises of lesson 07 (fine-tuning): metrics for the Trainer, per-example loss, freezing the body."""
+"""Exercises of lesson 07 (fine-tuning): metrics for the Trainer, per-example loss, freezing the body.
+
+The references are the course's tested helpers in :mod:`course_lib.training`: ``compute_metrics``,
+``per_example_loss`` and ``freeze_body``."""
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from course_lib.checks import Case, Exercise, Mistake, register
-from course_lib.training import compute_metrics, per_example_loss
+from course_lib.checks import Case, Exercise, Mistake, _describe, compare_outputs, register
+from course_lib.training import compute_metrics, freeze_body, per_example_loss
 
 
 # ----------------------------------------------------------------------------------------------- 07.metrics
 def _compare_metrics(got, expected) -> str | None:
-    if not isinstance(got, dict) or not {"accuracy", "f1"} <= set(got):
-        return f"expected a dict with keys 'accuracy' and 'f1', got {_describe(got)}"
-    for key in ("accuracy", "f1"):
-        try:
-            value = float(got[key])
-        except (TypeError, ValueError):
-            return f"expected a number for {key!r}, got {type(got[key]).__name__}"
-        if abs(value - expected[key]) > 1e-6:
-            return f"{key!r} should be {expected[key]:.4f}, got {value:.4f}"
-    return None
-
-
-def _describe(value) -> str:
-    return f"dict with keys {sorted(value)}" if isinstance(value, dict) else type(value).__name__
+    """'accuracy' and 'f1' as numbers equal to the reference's; other keys (the Trainer allows them) are ignored."""
+    if not isinstance(got, Mapping) or not set(expected) <= set(got):
+        return f"expected a dict with keys 'accuracy' and 'f1', got {_describe(got)}" + (
+            f" with keys {sorted(got, key=str)}" if isinstance(got, Mapping) else "")
+    return compare_outputs({key: got[key] for key in expected}, expected, atol=1e-6, rtol=0)
 
 
 def _metrics_from(predictions, labels, average: str) -> dict[str, float]:
@@ -54,29 +50,29 @@ def _metrics_binary(eval_pred):
             "f1": float(f1_score(labels == 1, predictions == 1, zero_division=0))}
 
 
-def _metrics_cases() -> list[Case]:
-    """Imbalanced labels and a classifier that is right most of the time, so the F1 averages differ."""
-    rng = np.random.default_rng(6)
-    cases = []
-    # the first case is square (as many examples as classes) and has two classes, so that the wrong-axis and
-    # the binary-F1 mistakes run without an error and can be recognised
-    for labels, predictions, classes, label in [
-        ([0, 1], [1, 1], 2, "2 reviews, 2 classes"),
-        ([1] * 9 + [0] * 3, [1] * 7 + [0, 0] + [0, 1, 1], 2, "12 reviews, 2 classes, imbalanced"),
-        ([0] * 15 + [1] * 10 + [2] * 5, [0] * 12 + [1, 2, 2] + [1] * 8 + [0, 0] + [2, 2, 1, 0, 2], 3,
-         "30 tweets, 3 classes"),
-    ]:
-        noise = rng.random((len(labels), classes))
-        logits = 2.0 * np.eye(classes)[predictions] + noise  # (N, C), argmax = predictions
-        cases.append(Case(((logits.astype(np.float32), np.array(labels)),), label=label))
-    return cases
+def _metrics_case(labels: list[int], predictions: list[int], classes: int, label: str, seed: int) -> Case:
+    """Logits (N, C) whose argmax is ``predictions``, with random runner-up scores."""
+    noise = np.random.default_rng(seed).random((len(labels), classes))
+    logits = 2.0 * np.eye(classes)[predictions] + noise  # (N, C)
+    return Case(((logits.astype(np.float32), np.array(labels)),), label=label)
 
 
-register(Exercise(
-    name="07.metrics",
-    title="accuracy and weighted F1 from (logits, labels)",
-    reference=compute_metrics,
-    cases=_metrics_cases(),
+# Imbalanced labels and a classifier that is right most of the time, so that the F1 averages differ. The first
+# case is square (as many examples as classes) and has two classes, so that the wrong-axis and the binary-F1
+# mistakes run without an error and can be recognised (its noise makes argmax over axis 0 pick [1, 0]).
+_METRICS_CASES = [
+    _metrics_case([0, 1], [1, 1], 2, "2 reviews, 2 classes", seed=2),
+    _metrics_case([1] * 9 + [0] * 3, [1] * 7 + [0, 0] + [0, 1, 1], 2, "12 reviews, 2 classes, imbalanced", seed=1),
+    _metrics_case([0] * 15 + [1] * 10 + [2] * 5, [0] * 12 + [1, 2, 2] + [1] * 8 + [0, 0] + [2, 2, 1, 0, 2], 3,
+                  "30 tweets, 3 classes", seed=3),
+    _metrics_case([0, 1, 2, 2, 2, 1], [2, 2, 2, 2, 2, 2], 3, "every tweet predicted positive: classes 0 and 1 are "
+                  "never predicted (their F1 is 0)", seed=4),
+    _metrics_case([1, 1, 0, 1, 1], [1, 1, 1, 1, 2], 3, "3 classes, but class 2 occurs only among the predictions",
+                  seed=5),
+    _metrics_case([2], [2], 3, "a single example, predicted right", seed=6),
+]
+
+register(Exercise("07.metrics", "accuracy and weighted F1 from (logits, labels)", compute_metrics, cases=_METRICS_CASES,
     mistakes=[
         Mistake(_metrics_wrong_axis, "logits have shape (examples, classes): take argmax over the last axis "
                                      "(axis=-1) to get one predicted class per example."),
@@ -107,22 +103,24 @@ def _loss_positive(logits, labels):
     return torch.log_softmax(logits, dim=-1).gather(1, labels[:, None])[:, 0]
 
 
-def _loss_cases() -> list[Case]:
-    generator = torch.Generator().manual_seed(6)
-    cases = []
-    for rows, classes, label in [(8, 2, "8 examples, 2 classes"), (5, 3, "5 examples, 3 classes"),
-                                 (1, 2, "a single example")]:
-        logits = 3 * torch.randn(rows, classes, generator=generator)
-        labels = torch.randint(0, classes, (rows,), generator=generator)
-        cases.append(Case((logits, labels), label=label))
-    return cases
+def _random_loss_case(rows: int, classes: int, label: str, seed: int) -> Case:
+    generator = torch.Generator().manual_seed(seed)
+    logits = 3 * torch.randn(rows, classes, generator=generator)  # (N, C)
+    return Case((logits, torch.randint(0, classes, (rows,), generator=generator)), label=label)
 
 
-register(Exercise(
-    name="07.loss",
-    title="cross-entropy of each example (no averaging)",
-    reference=per_example_loss,
-    cases=_loss_cases(),
+_LOSS_CASES = [
+    _random_loss_case(8, 2, "8 examples, 2 classes", seed=6),
+    _random_loss_case(5, 3, "5 examples, 3 classes", seed=7),
+    _random_loss_case(1, 2, "a single example", seed=8),
+    Case((torch.tensor([[100.0, -100.0, 0.0], [0.0, 5.0, 200.0]]), torch.tensor([1, 2])),
+         label="confident logits 200 apart, one wrong (loss 200) and one right (loss 0): log_softmax stays finite "
+               "where log(softmax) gives inf"),
+    Case((torch.tensor([[0.5, 0.5, 0.5, 0.5]]), torch.tensor([3])), label="4 tied logits, the last class is the "
+         "label: the loss is log(4)"),
+]
+
+register(Exercise("07.loss", "cross-entropy of each example (no averaging)", per_example_loss, cases=_LOSS_CASES,
     mistakes=[
         Mistake(_loss_mean, "that is the mean over the batch (one number); error analysis needs one loss per "
                             "example: a tensor of shape (N,)."),
@@ -138,12 +136,15 @@ register(Exercise(
 
 # ----------------------------------------------------------------------------------------------- 07.freeze
 class _TinyClassifier(torch.nn.Module):
-    """A stand-in with the same layout as a transformers classifier: a body (``base_model``) and a head."""
+    """A stand-in with the layout of a transformers classifier: a body (``base_model``) and a head of one layer
+    (``classifier``, as in BERT) or two (``pre_classifier`` and ``classifier``, as in DistilBERT)."""
 
-    def __init__(self, hidden: int, classes: int, layers: int):
+    def __init__(self, hidden: int, classes: int, layers: int, head_layers: int = 1):
         super().__init__()
         self.body = torch.nn.Sequential(torch.nn.Embedding(50, hidden),
                                         *[torch.nn.Linear(hidden, hidden) for _ in range(layers)])
+        if head_layers == 2:
+            self.pre_classifier = torch.nn.Linear(hidden, hidden)
         self.classifier = torch.nn.Linear(hidden, classes)
 
     @property
@@ -153,20 +154,15 @@ class _TinyClassifier(torch.nn.Module):
 
 def _trainable_after(freeze):
     """Freeze a fresh tiny classifier with ``freeze`` and report which parameters can still learn."""
-    def run(hidden, classes, layers):
-        torch.manual_seed(0)
-        model = _TinyClassifier(hidden, classes, layers)
+    def run(hidden, classes, layers, head_layers=1):
+        with torch.random.fork_rng(devices=[]):  # weights seeded, the global random state left as it was
+            torch.manual_seed(0)
+            model = _TinyClassifier(hidden, classes, layers, head_layers)
         returned = freeze(model)
         model = model if returned is None else returned
         names = sorted(name for name, p in model.named_parameters() if p.requires_grad)
         return (names, sum(p.numel() for p in model.parameters() if p.requires_grad))
     return run
-
-
-def _reference_freeze(model):
-    for parameter in model.base_model.parameters():
-        parameter.requires_grad_(False)
-    return model
 
 
 def _freeze_everything(model):
@@ -192,13 +188,12 @@ def _freeze_head_instead(model):
 
 
 _FREEZE_CASES = [Case((16, 2, 2), label="hidden 16, 2 classes, 2 body layers"),
-                 Case((8, 3, 1), label="hidden 8, 3 classes, 1 body layer")]
+                 Case((8, 3, 1), label="hidden 8, 3 classes, 1 body layer"),
+                 Case((8, 2, 1, 2), label="a head of two layers, pre_classifier and classifier (as in DistilBERT): "
+                                          "both stay trainable")]
 
 
-register(Exercise(
-    name="07.freeze",
-    title="freeze the body, keep the classification head trainable",
-    reference=_reference_freeze,
+register(Exercise("07.freeze", "freeze the body, keep the classification head trainable", freeze_body,
     cases=_FREEZE_CASES,
     adapt=_trainable_after,  # the answer changes a model in place: compare what is left trainable
     mistakes=[
