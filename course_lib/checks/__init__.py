@@ -4,10 +4,13 @@ A lesson module (``course_lib.checks.lesson01`` ...) registers its exercises wit
 In a notebook::
 
     from course_lib.checks import check
-    check("01.wordpiece", my_wordpiece)       # shows "passed" or what went wrong and a hint
+    check("01.greedy_wordpiece", greedy_wordpiece)   # shows "passed" or what went wrong and a hint
 
 A check never raises on a wrong answer: it returns a :class:`CheckResult` whose text says which case
-failed, what was expected, and, when the answer matches a known mistake, a specific hint.
+failed, what was expected, and, when the answer matches a known mistake, a specific hint. It cannot be
+talked round: types are compared as they are (a float mask is not a boolean one, 3.0 is not the count 3;
+see :func:`compare_outputs`), and an answer that gets the result right by changing its inputs in place
+fails too. Each call gets fresh copies of the inputs, so no answer can spoil a case for the next one.
 """
 from __future__ import annotations
 
