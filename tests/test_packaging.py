@@ -28,7 +28,7 @@ import pytest
 
 from course_lib import __version__
 from course_lib.assets import cache_dir
-from course_lib.install import SETUP_CELL
+from course_lib.install import SETUP_CELL, TORCH_WHEN_MISSING
 from course_lib.lessons import LESSON_PATTERN, with_setup_cell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,8 +213,18 @@ def colab(dist, prepared_caches, tmp_path_factory):
     env = _base_environment()
     env.update({"PIP_FIND_LINKS": " ".join(filter(None, [str(dist), os.environ.get("PIP_FIND_LINKS")])),
                 "PIP_CONSTRAINT": str(CONSTRAINTS), "PIP_NO_COMPILE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                "COURSE_PROFILE": "quick", "COURSE_DEVICE": "cpu",  # as when the stored outputs were made
                 "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"})
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    # No torch yet: what would the setup cell ask pip for? (pip's dry run resolves, installs nothing, and writes
+    # a report; the cell then stops at `course_lib install-assets`, since nothing was installed.)
+    # torch is left out of the constraints here, so only the cell's own pin can hold it at 2.13.0.
+    report, unpinned = root / "no-torch-report.json", root / "constraints-without-torch.txt"
+    unpinned.write_text("".join(line for line in CONSTRAINTS.read_text().splitlines(keepends=True)
+                                if not line.startswith("torch==")))
+    subprocess.run([str(python), "-c", SETUP_CELL], cwd=home, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
+                   env={**env, "PIP_DRY_RUN": "1", "PIP_REPORT": str(report), "PIP_CONSTRAINT": str(unpinned)})
+    no_torch = json.loads(report.read_text()) if report.is_file() else None
     platform = subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "ipykernel"],
                               env=env, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     assert platform.returncode == 0, platform.stderr[-3000:]
@@ -234,7 +244,7 @@ def colab(dist, prepared_caches, tmp_path_factory):
     finally:
         kernel.stop()
     return {"python": python, "venv": venv, "env": env, "home": home, "runs": runs, "rerun": rerun,
-            "blocked": blocked, "torch_before": torch_before, "dist": dist}
+            "blocked": blocked, "torch_before": torch_before, "dist": dist, "no_torch": no_torch}
 
 
 def _probe(python: Path, code: str, env: dict[str, str], cwd: Path) -> str:
@@ -277,6 +287,15 @@ def test_the_course_package_is_the_built_wheel_and_torch_is_the_platforms(colab)
     assert files and not different, f"installed files differ from the built wheel: {different[:5]}"
     torch_after = _probe(colab["python"], "import torch; print(torch.__version__)", colab["env"], colab["home"])
     assert torch_after == colab["torch_before"], "the setup cell replaced the torch the platform had"
+
+
+@pytest.mark.slow
+def test_without_torch_the_setup_cell_asks_for_the_pinned_torch_and_the_built_wheel(colab):
+    assert colab["no_torch"] is not None, "pip wrote no report: the setup cell's pip step failed"
+    chosen = {item["metadata"]["name"].lower(): item for item in colab["no_torch"]["install"]}
+    assert chosen["torch"]["metadata"]["version"].split("+")[0] == TORCH_WHEN_MISSING.split("==")[1]
+    wheel = chosen[PROJECT["name"]]["download_info"]["url"]
+    assert wheel == _wheel(colab["dist"]).as_uri(), wheel
 
 
 @pytest.mark.slow
