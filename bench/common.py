@@ -7,6 +7,7 @@ mode with tiny sizes that only proves the code runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -58,16 +59,46 @@ def load_average() -> list[float] | None:
         return None
 
 
+# The CPU features that decide how fast a matmul can go: vector width, fused multiply-add, native bf16 (AVX512-BF16
+# dot products, AMX tiles), int8 dot products.
+MATMUL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_flags() -> dict[str, bool]:
+    """Which of :data:`MATMUL_FLAGS` this CPU reports (``/proc/cpuinfo``; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return {flag: flag in present for flag in MATMUL_FLAGS}
+    except OSError:
+        pass
+    return {}
+
+
+def library_versions() -> dict[str, str | None]:
+    import importlib.metadata
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+    for name in ("onnxruntime", "onnx", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def machine_info(device: torch.device) -> dict:
-    """CPU, cores, threads, load, library versions and the GPU (if one is used)."""
+    """CPU (model, cores, matmul flags), threads, load, library versions and the GPU (if one is used)."""
     info = {
         "cpu": cpu_model(),
         "logical_cores": os.cpu_count(),
+        "cpu_flags": cpu_flags(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads(),
         "load_average": load_average(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **library_versions(),
         "device": str(device),
         "gpu": None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -81,12 +112,31 @@ def machine_info(device: torch.device) -> dict:
 def describe_machine(info: dict) -> str:
     """One line for the console and the Markdown report."""
     load = info["load_average"]
+    flags = " ".join(flag for flag, present in info.get("cpu_flags", {}).items() if present)
     text = (f"{info['cpu']}, {info['logical_cores']} logical cores, {info['torch_threads']} torch threads"
+            f"{f' (flags: {flags})' if flags else ''}"
             f"{f', load average {load[0]:.1f}' if load else ''}; python {info['python']}, torch {info['torch']}, "
-            f"transformers {info['transformers']}")
+            f"transformers {info['transformers']}, onnxruntime {info.get('onnxruntime')}")
     if info["gpu"]:
         text += f"; GPU {info['gpu']} (CUDA {info.get('cuda')})"
     return text
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' info logs and progress bars inside the block (the load report of a model whose
+    fresh head is, as intended, missing from the checkpoint)."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
 
 
 def synchronize(device: torch.device) -> None:

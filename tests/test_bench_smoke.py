@@ -1,7 +1,10 @@
-"""The benchmark entry point in smoke mode (``bench/run_all.py --quick``): it runs end to end, both fine-tuning
-recipes really train, and the result files carry every field the report is built from. No timing is asserted."""
+"""The benchmarks: the facts their method rests on (padding and the attention kernel change no logit, the FLOP
+count matches PyTorch's counter, the naive recipe shares hf-default's arithmetic), and the entry point in smoke
+mode (``bench/run_all.py --quick``), whose result files must carry every field the report is built from.
+No timing is asserted."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -9,11 +12,97 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # loads the encoder three times and SmolLM2 three times
+sys.path.insert(0, str(ROOT / "bench"))  # the benchmarks import each other by module name
+
+import finetune  # noqa: E402
+import flops  # noqa: E402
+
+REVIEWS = ["A warm, funny film.", "Two hours of my life I will not get back, and the popcorn was stale too.",
+           "Flat.", "The cast is superb, but the script gives them nothing to do for the last forty minutes."]
 
 
+def _batch(tokenizer, pad_to):
+    features = finetune.encode(REVIEWS, [1, 0, 0, 1], tokenizer, pad_to)
+    return finetune.collator(tokenizer)(features)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from course_lib.assets import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def eager_model():
+    return finetune.new_classifier(finetune.naive_recipe(), seed=0, device=torch.device("cpu")).eval()
+
+
+def test_padding_to_512_leaves_the_eager_logits_of_a_batch_unchanged(tokenizer, eager_model):
+    dynamic, padded = _batch(tokenizer, None), _batch(tokenizer, 512)
+    assert padded["input_ids"].shape == (4, 512) and dynamic["input_ids"].shape[1] < 30
+    assert torch.equal(padded["attention_mask"].sum(1), dynamic["attention_mask"].sum(1))
+    with torch.no_grad():
+        short, long = finetune.logits_of(eager_model, dynamic), finetune.logits_of(eager_model, padded)  # (4, 2)
+    torch.testing.assert_close(long, short, rtol=1e-4, atol=1e-5)
+
+
+def test_eager_and_sdpa_attention_give_the_same_logits(tokenizer, eager_model):
+    sdpa = finetune.new_classifier(finetune.hf_default_recipe(), seed=0, device=torch.device("cpu")).eval()
+    assert sdpa.config._attn_implementation == "sdpa" and eager_model.config._attn_implementation == "eager"
+    batch = _batch(tokenizer, None)
+    with torch.no_grad():
+        torch.testing.assert_close(finetune.logits_of(sdpa, batch), finetune.logits_of(eager_model, batch),
+                                   rtol=1e-4, atol=1e-5)
+
+
+def test_naive_recipe_differs_from_hf_default_only_in_padding_and_attention():
+    naive, default = dataclasses.asdict(finetune.naive_recipe()), dataclasses.asdict(finetune.hf_default_recipe())
+    assert naive["same_arithmetic_as"] == default["name"] == "hf-default"
+    changed = {key for key in naive if naive[key] != default[key]}
+    assert changed == {"name", "source", "same_arithmetic_as", "pad_to", "attention"}
+    assert (naive["pad_to"], naive["attention"], default["pad_to"]) == (512, "eager", None)
+
+
+def test_hf_default_recipe_is_what_trainer_uses_without_arguments(tmp_path):
+    from transformers import TrainingArguments
+
+    trainer = TrainingArguments(output_dir=str(tmp_path))
+    recipe = finetune.hf_default_recipe()
+    assert (recipe.batch_size, recipe.learning_rate, recipe.weight_decay, recipe.schedule_epochs) == (
+        trainer.per_device_train_batch_size, trainer.learning_rate, trainer.weight_decay, trainer.num_train_epochs)
+    assert str(trainer.lr_scheduler_type.value) == "linear" and not (trainer.bf16 or trainer.fp16)
+
+
+def test_training_flop_count_matches_torch_flop_counter(tokenizer, eager_model):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = finetune.new_classifier(finetune.hf_default_recipe(), seed=0, device=torch.device("cpu")).train()
+    batch = _batch(tokenizer, None)  # (4, T)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        finetune.logits_of(model, batch).sum().backward()
+    expected = flops.training_flops([tuple(batch["input_ids"].shape)], model.config)
+    assert counter.get_total_flops() == expected
+
+
+def test_training_flops_grow_with_padding_but_useful_flops_do_not(tokenizer, eager_model):
+    config = eager_model.config
+    lengths = _batch(tokenizer, None)["attention_mask"].sum(1).tolist()
+    useful = flops.useful_training_flops(lengths, config)
+    assert useful < flops.training_flops([(4, max(lengths))], config) < flops.training_flops([(4, 512)], config)
+    assert useful == sum(flops.training_flops([(1, n)], config) for n in lengths)
+
+
+def test_flop_count_rejects_a_negative_length():
+    with pytest.raises(ValueError, match="tokens >= 0"):
+        flops.forward_flops(-1, 384, 1536, 6)
+
+
+# ----------------------------------------------------------------------------------------------- smoke run
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -24,69 +113,75 @@ def smoke(tmp_path_factory):
             "stdout": done.stdout}
 
 
-def test_smoke_run_describes_the_machine_it_ran_on(smoke):
-    machine = smoke["results"]["machine"]
+@pytest.mark.slow
+def test_smoke_run_describes_the_machine_and_its_load(smoke):
+    machine, meta = smoke["results"]["machine"], smoke["results"]["meta"]
     assert machine["cpu"] and machine["logical_cores"] >= 1 and machine["torch_threads"] == 1
     assert machine["device"] == "cpu" and machine["gpu"] is None
-    assert machine["torch"] and machine["transformers"]
+    assert machine["torch"] and machine["transformers"] and "avx2" in machine["cpu_flags"]
+    assert len(meta["load_averages"]) == 4 and meta["load_note"]  # before, then after each of three sections
     assert "machine:" in smoke["stdout"] and machine["cpu"] in smoke["markdown"]
 
 
-def test_both_fine_tuning_recipes_train_on_the_same_examples_and_score_in_range(smoke):
+@pytest.mark.slow
+def test_every_recipe_trains_and_the_naive_one_is_timed_at_its_real_padding(smoke):
     ft = smoke["results"]["finetune"]
     recipes = {recipe["name"]: recipe for recipe in ft["recipes"]}
-    assert recipes["naive"]["batch_size"] == 8 and recipes["naive"]["attention"] == "eager"
-    assert recipes["naive"]["max_length"] is not None and not recipes["naive"]["group_by_length"]
-    assert recipes["course"]["batch_size"] == 32 and recipes["course"]["attention"] == "sdpa"
-    assert recipes["course"]["max_length"] is None and recipes["course"]["group_by_length"]
-    assert {run["recipe"] for run in ft["runs"]} == {"naive", "course"}
-    for run in ft["runs"]:
-        assert run["examples"] == ft["budget"]["train_examples"] > 0
-        assert run["steps"] == math.ceil(run["examples"] / recipes[run["recipe"]]["batch_size"])
-        for loss in ("first_loss", "final_loss", "mean_loss"):
-            assert math.isfinite(run[loss]) and run[loss] > 0, (run["recipe"], loss, run[loss])
-        assert 0.0 <= run["validation"]["accuracy"] <= 1.0 and math.isfinite(run["validation"]["loss"])
-        assert run["weight_change"] > 0, f"{run['recipe']} did not change the model's weights"
-        assert run["samples_per_second"] > 0 and run["train_seconds"] > 0
-        assert 0.0 <= run["padding_share"] < 1.0
+    assert set(recipes) == {"course", "hf-default", "naive"}
+    runs = {run["recipe"]: run for run in ft["runs"]}
+    for name in ("course", "hf-default"):
+        run = runs[name]
+        assert run["measured"] == "run to the target"
+        assert run["steps"] * recipes[name]["batch_size"] >= run["examples"] > (run["steps"] - 1) * recipes[name][
+            "batch_size"]
+        assert run["examples"] >= ft["setup"]["max_examples"] or run["reached"]
+        assert run["curve"] and all(0.0 <= point["accuracy"] <= 1.0 for point in run["curve"])
+        assert run["first_loss"] > 0 and math.isfinite(run["last_loss"]) and 0 <= run["final_accuracy"] <= 1
+        assert run["tokens"] >= run["real_tokens"] > 0 and run["flops"] >= run["useful_flops"] > 0
+    naive = runs["naive"]
+    assert naive["padded_length"] == recipes["naive"]["pad_to"] and naive["steps"] == ft["setup"]["timed_steps"]
+    assert naive["tokens"] == naive["steps"] * recipes["naive"]["batch_size"] * recipes["naive"]["pad_to"]
+    assert naive["steps_to_target"] == runs["hf-default"]["steps_to_target"]
 
 
-def test_padding_up_front_wastes_more_tokens_than_padding_per_batch(smoke):
+@pytest.mark.slow
+def test_speed_claims_are_withheld_unless_every_run_reached_the_target(smoke):
     summary = smoke["results"]["finetune"]["summary"]
-    naive, course = (summary[name]["padding_share"]["median"] for name in ("naive", "course"))
-    assert naive > course
+    for name, speed in summary["speedup_of_course_over"].items():
+        reached = summary["course"]["all_reached"] and summary[name]["all_reached"]
+        assert speed["valid"] == reached and (speed["median_time_ratio"] is None) == (not reached)
 
 
-def test_fine_tuning_summary_has_speedup_and_accuracy_spread(smoke):
-    summary = smoke["results"]["finetune"]["summary"]
-    for name in ("naive", "course"):
-        for field in ("samples_per_second", "train_seconds", "wall_seconds", "accuracy", "final_loss"):
-            stats = summary[name][field]
-            assert set(stats) >= {"median", "min", "max", "mean", "stdev", "n"}
-            assert stats["min"] <= stats["median"] <= stats["max"]
-    speedup = summary["speedup"]
-    assert speedup["samples_per_second_ratio"] > 0 and math.isfinite(speedup["accuracy_difference"])
+@pytest.mark.slow
+def test_mfu_is_measured_against_a_peak_from_the_same_run(smoke):
+    ft = smoke["results"]["finetune"]
+    assert "float32" in ft["mfu"] and set(ft["mfu"]) == set(ft["peaks"]["peaks"])
+    for name, m in ft["mfu"].items():
+        assert m["peak_flops_per_second"] == ft["peaks"]["peaks"][name]["flops_per_second"] > 0
+        assert m["mfu"] == pytest.approx(m["flops_per_second"] / m["peak_flops_per_second"])
+        assert m["useful_mfu"] <= m["mfu"]
 
 
-def test_inference_compares_course_encoder_with_transformers_sdpa_and_eager_on_equal_outputs(smoke):
-    inference = smoke["results"]["inference"]
-    assert set(inference["seconds"]) == {"course Encoder", "transformers BertModel (sdpa)",
-                                         "transformers BertModel (eager)"}
-    assert set(inference["ratios"]) == {"course_over_sdpa", "course_over_eager", "eager_over_sdpa"}
-    assert all(diff < 1e-4 for diff in inference["max_abs_diff_vs_sdpa"].values())
+@pytest.mark.slow
+def test_the_three_feature_extractors_give_the_same_features(smoke):
+    fx = smoke["results"]["features"]
+    assert set(fx["texts_per_second"]) == {"course extract_features", "pipeline loop", "onnxruntime"}
+    assert fx["same_features"] is True and fx["feature_shape"] == [fx["texts"], 384]
+    assert all(diff <= fx["tolerance"] for diff in fx["max_abs_diff_vs_course"].values())
 
 
-def test_generation_runs_course_decoder_with_and_without_cache_and_transformers_to_the_same_tokens(smoke):
+@pytest.mark.slow
+def test_generation_runs_with_and_without_cache_to_the_same_tokens(smoke):
     generation = smoke["results"]["generation"]
-    assert set(generation["tokens_per_second"]) == {"course decoder, KV cache", "course decoder, no cache",
-                                                    "transformers generate (sdpa)", "transformers generate (eager)"}
-    assert generation["same_tokens"] is True
-    assert all(n >= 1 for n in generation["new_tokens"].values())
+    assert {"course decoder, KV cache", "course decoder, no cache"} <= set(generation["tokens_per_second"])
+    assert generation["same_tokens"] is True and all(n >= 1 for n in generation["new_tokens"].values())
 
 
-def test_markdown_report_has_a_table_per_benchmark_and_marks_smoke_mode(smoke):
+@pytest.mark.slow
+def test_markdown_report_has_every_table_and_marks_smoke_mode(smoke):
     text = smoke["markdown"]
-    for heading in ("## Fine-tuning throughput", "## Inference", "## Generation"):
+    for heading in ("## Fine-tuning: time to 0.80", "## Distance to the machine's limit", "## Inference",
+                    "## Generation"):
         assert heading in text
-    assert "| naive |" in text and "| course |" in text
+    assert "| course |" in text and "| hf-default |" in text and "| naive |" in text and "(estimated)" in text
     assert "smoke mode" in text

@@ -1,0 +1,177 @@
+"""Encoding every movie review into one mean-pooled vector, three ways a user meets, in texts per second:
+
+* the course's ``course_lib.features.extract_features`` (lesson 06): batches of 64 reviews of similar length,
+  each padded to its longest, transformers' ``BertModel`` with SDPA attention, masked mean pooling;
+* a plain ``pipeline("feature-extraction")`` loop: one review at a time, the token vectors averaged in NumPy;
+* onnxruntime on the encoder exported to ONNX (with the mean pooling inside the graph), batched like the course.
+
+    python bench/feature_extraction.py [--device cuda] [--threads N] [--quick]
+
+All three start from the same weights (course_lib.assets.encoder_path()) and must give the same features within
+``TOLERANCE``; the time counts tokenizing, the forward passes and pooling, not loading or exporting the model
+(those are reported apart). A warm-up batch runs before each timing.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import course_lib  # noqa: F401  (offline mode before transformers is imported)
+import numpy as np
+import torch
+
+import common
+from course_lib.assets import encoder_path, load_encoder, load_tokenizer
+from course_lib.data import movie_reviews_frame
+from course_lib.features import POOLING_FUNCTIONS, extract_features
+
+COURSE = "course extract_features"
+PIPELINE = "pipeline loop"
+ONNX = "onnxruntime"
+BATCH_SIZE = 64
+MAX_LENGTH = 128  # extract_features' default; no review is longer (the longest has 78 tokens)
+TOLERANCE = 1e-4  # max abs difference allowed between any two ways' features
+QUICK_TEXTS = 48
+
+
+class MeanPooledEncoder(torch.nn.Module):
+    """The encoder followed by masked mean pooling: token ids (B, T) -> one vector per text (B, D)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).last_hidden_state  # (B, T, D)
+        return POOLING_FUNCTIONS["mean"](hidden, attention_mask)  # (B, D)
+
+
+def export_mean_pooled(encoder, tokenizer, path: Path) -> Path:
+    """Write the mean-pooled encoder to ``path`` as ONNX, batch and sequence axes dynamic."""
+    example = tokenizer(["a short one", "a longer review, padded to the first"], padding=True, return_tensors="pt")
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    device = next(encoder.parameters()).device
+    with warnings.catch_warnings():  # the tracer's notes on Python branches, the exporter's deprecation notice
+        warnings.simplefilter("ignore")
+        torch.onnx.export(MeanPooledEncoder(encoder).eval(), tuple(example[name].to(device) for name in names),
+                          str(path), input_names=list(names), output_names=["features"],
+                          dynamic_axes={name: {0: "batch", 1: "sequence"} for name in names} | {"features": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    return path
+
+
+def onnx_session(path: Path, device: torch.device):
+    """An onnxruntime session with torch's thread count; on the GPU where onnxruntime has a CUDA provider."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    options.intra_op_num_threads = torch.get_num_threads()
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda" and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return onnxruntime.InferenceSession(str(path), options, providers=providers)
+
+
+def onnx_features(session, tokenizer, texts: list[str]) -> np.ndarray:
+    """(N, D) features from onnxruntime, in batches of similar length, rows in the order of ``texts``."""
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    out = np.empty((len(texts), session.get_outputs()[0].shape[1] or 0), dtype=np.float32)
+    for start in range(0, len(order), BATCH_SIZE):
+        rows = order[start:start + BATCH_SIZE]
+        batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=MAX_LENGTH,
+                          return_tensors="np")
+        (features,) = session.run(["features"], {name: batch[name].astype(np.int64) for name in
+                                                 ("input_ids", "attention_mask", "token_type_ids")})  # (B, D)
+        out[rows] = features
+    return out
+
+
+def pipeline_features(extractor, texts: list[str]) -> np.ndarray:
+    """(N, D): what a plain loop over ``pipeline("feature-extraction")`` gives, the tokens of each text averaged."""
+    return np.stack([np.asarray(extractor(text)[0], dtype=np.float32).mean(axis=0) for text in texts])  # (N, D)
+
+
+def run(device: torch.device, quick: bool = False, texts_limit: int | None = None) -> dict:
+    """Encode the movie reviews each way (timed), then compare the features."""
+    from transformers import pipeline
+
+    texts = movie_reviews_frame()["text"].tolist()
+    limit = QUICK_TEXTS if quick else texts_limit
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"need at least one text, got a limit of {limit}")
+        texts = texts[:limit]
+    tokenizer = load_tokenizer()
+    warm = texts[:BATCH_SIZE]
+
+    begin = time.perf_counter()
+    model = load_encoder(attn_implementation="sdpa").to(device).eval()
+    load_seconds = {COURSE: time.perf_counter() - begin}
+    begin = time.perf_counter()
+    with common.quiet_transformers():
+        extractor = pipeline("feature-extraction", model=str(encoder_path()), device=device)
+    load_seconds[PIPELINE] = time.perf_counter() - begin
+    with tempfile.TemporaryDirectory() as folder:
+        begin = time.perf_counter()
+        path = export_mean_pooled(model, tokenizer, Path(folder) / "encoder.onnx")
+        session = onnx_session(path, device)
+        load_seconds[ONNX] = time.perf_counter() - begin  # export + session
+        providers = session.get_providers()
+
+        ways = {
+            COURSE: lambda items: extract_features(items, model, tokenizer, poolings="mean", batch_size=BATCH_SIZE,
+                                                   max_length=MAX_LENGTH, progress=False)["mean"],
+            PIPELINE: lambda items: pipeline_features(extractor, items),
+            ONNX: lambda items: onnx_features(session, tokenizer, items),
+        }
+        features, seconds = {}, {}
+        for name, way in ways.items():
+            way(warm)  # warm-up
+            seconds[name], features[name] = common.time_call(lambda: way(texts), device)
+    reference = features[COURSE]
+    diffs = {name: float(np.abs(value - reference).max()) for name, value in features.items() if name != COURSE}
+    return {
+        "texts": len(texts),
+        "mean_tokens": float(np.mean([len(ids) for ids in tokenizer(texts)["input_ids"]])),
+        "batch_size": BATCH_SIZE,
+        "seconds": seconds,
+        "texts_per_second": {name: len(texts) / s for name, s in seconds.items()},
+        "load_seconds": load_seconds,
+        "onnx_providers": providers,
+        "max_abs_diff_vs_course": diffs,
+        "tolerance": TOLERANCE,
+        "same_features": all(diff <= TOLERANCE for diff in diffs.values()),
+        "feature_shape": list(reference.shape),
+    }
+
+
+def report(result: dict) -> str:
+    """A short text summary of :func:`run`'s result."""
+    lines = [f"{result['texts']} reviews (mean {result['mean_tokens']:.1f} tokens) -> features "
+             f"{tuple(result['feature_shape'])}"]
+    course = result["texts_per_second"][COURSE]
+    for name, rate in result["texts_per_second"].items():
+        diff = result["max_abs_diff_vs_course"].get(name)
+        lines.append(f"  {name:24s} {rate:8.1f} texts/s ({result['seconds'][name]:.1f} s; x{rate / course:.2f} the "
+                     f"course's){'' if diff is None else f'; max abs diff {diff:.1e}'}")
+    lines.append(f"  same features within {result['tolerance']:g}: {result['same_features']}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = common.add_common_options(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--texts", type=int, default=None, help="encode only the first N reviews")
+    args = parser.parse_args()
+    device = common.setup(args.device, args.threads)
+    print("machine:", common.describe_machine(common.machine_info(device)))
+    print(report(run(device, args.quick, args.texts)))
+
+
+if __name__ == "__main__":
+    main()
