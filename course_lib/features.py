@@ -1,8 +1,10 @@
-"""Sentence features from a frozen encoder: pool the last hidden states, batch over a data set, cache to disk.
+"""Sentence features from a frozen encoder: pool the hidden states, batch over a data set, cache to disk.
 
-Shapes: ``B`` batch, ``T`` tokens, ``D`` hidden width (384 for the course encoder), ``N`` texts.
+Shapes: ``B`` batch, ``T`` tokens, ``D`` hidden width (384 for the course encoder), ``N`` texts, ``L`` layers
+(6 for the course encoder).
 
 >>> features = extract_features(["A warm film.", "A mess."])      # {"cls": (2, 384), "mean": (2, 384)}
+>>> layers = extract_features(["A warm film."], all_layers=True)  # {"cls": (7, 1, 384), "mean": (7, 1, 384)}
 >>> train = dataset_features("movie_reviews", "train")             # cached in cache_dir() / "features"
 """
 from __future__ import annotations
@@ -58,11 +60,16 @@ def extract_features(
     sort_by_length: bool = True,
     progress: bool = True,
     desc: str = "encoding",
+    all_layers: bool = False,
 ) -> dict[str, np.ndarray]:
     """Pooled last hidden states of a frozen encoder for every text: ``{pooling: (N, D) float32}``.
 
     Texts are encoded in batches (sorted by length, so each batch has little padding) and the rows come back
     in the order of ``texts``. The course encoder (SDPA attention) is used when no model is given.
+
+    ``all_layers=True`` pools the hidden states of every layer from the same forward pass
+    (``output_hidden_states=True``): ``{pooling: (L + 1, N, D) float32}``, where index 0 is the embedding
+    layer's output, index ``i`` the output of layer ``i``, and index ``L`` the features of ``all_layers=False``.
     """
     from tqdm.std import tqdm  # a plain text bar: it shows in a terminal, a notebook and the book alike
 
@@ -70,6 +77,8 @@ def extract_features(
     poolings = _check_poolings(poolings)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"expected a batch_size >= 1, got {batch_size!r}")
+    if not isinstance(all_layers, bool):
+        raise TypeError(f"all_layers must be True or False, got {all_layers!r}")
     if model is None or tokenizer is None:
         model = model if model is not None else load_encoder(attn_implementation="sdpa")
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer()
@@ -80,7 +89,8 @@ def extract_features(
         lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
         order.sort(key=lambda i: lengths[i])
     width = model.config.hidden_size
-    out = {name: np.empty((len(texts), width), dtype=np.float32) for name in poolings}  # (N, D) each
+    depth = model.config.num_hidden_layers + 1 if all_layers else 1  # the embeddings and every layer, or the last
+    out = {name: np.empty((depth, len(texts), width), dtype=np.float32) for name in poolings}  # (L + 1 or 1, N, D)
 
     was_training = model.training
     model.eval()  # no dropout: the same text always gives the same features
@@ -91,14 +101,16 @@ def extract_features(
                 rows = order[start:start + batch_size]
                 batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                                   max_length=max_length, return_tensors="pt").to(device)
-                hidden = model(**batch).last_hidden_state  # (B, T, D)
-                for name in poolings:
-                    pooled = POOLING_FUNCTIONS[name](hidden, batch["attention_mask"])  # (B, D)
-                    out[name][rows] = pooled.float().cpu().numpy()
+                outputs = model(**batch, output_hidden_states=all_layers)
+                layers = outputs.hidden_states if all_layers else (outputs.last_hidden_state,)  # each (B, T, D)
+                for index, hidden in enumerate(layers):
+                    for name in poolings:
+                        pooled = POOLING_FUNCTIONS[name](hidden, batch["attention_mask"])  # (B, D)
+                        out[name][index, rows] = pooled.float().cpu().numpy()
                 bar.update(len(rows))
     finally:
         model.train(was_training)
-    return out
+    return out if all_layers else {name: stacked[0] for name, stacked in out.items()}  # (L + 1, N, D) or (N, D)
 
 
 # ----------------------------------------------------------------------------------------------- cached

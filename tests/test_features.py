@@ -1,4 +1,5 @@
-"""Feature extraction: pooling and batching agree with transformers run text by text, and the cache is used."""
+"""Feature extraction: pooling, batching and every layer's hidden states agree with transformers run text by text, and
+the cache is used."""
 from __future__ import annotations
 
 import numpy as np
@@ -74,6 +75,28 @@ def test_a_model_in_training_mode_gives_dropout_free_features_and_stays_in_train
     np.testing.assert_array_equal(again["mean"], reference["mean"])
 
 
+def test_all_layers_pools_every_hidden_state_as_transformers_gives_it_text_by_text(hf_encoder_sdpa, tokenizer):
+    layers = extract_features(TEXTS, hf_encoder_sdpa, tokenizer, batch_size=2, all_layers=True, progress=False)
+    assert layers["mean"].shape == layers["cls"].shape == (7, len(TEXTS), 384)  # embeddings + 6 layers
+    for row, text in enumerate(TEXTS):
+        with torch.no_grad():
+            hidden_states = hf_encoder_sdpa(**tokenizer([text], return_tensors="pt"),
+                                            output_hidden_states=True).hidden_states  # 7 of (1, T, D)
+        expected_mean = np.stack([h[0].mean(dim=0).numpy() for h in hidden_states])  # (7, D)
+        expected_cls = np.stack([h[0, 0].numpy() for h in hidden_states])  # (7, D)
+        np.testing.assert_allclose(layers["mean"][:, row], expected_mean, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(layers["cls"][:, row], expected_cls, atol=1e-5, rtol=0)
+    assert not np.allclose(layers["mean"][0], layers["mean"][-1], atol=1e-2)  # the layers really differ
+
+
+def test_last_of_all_layers_equals_the_default_last_layer_features(hf_encoder_sdpa, tokenizer):
+    last = extract_features(TEXTS, hf_encoder_sdpa, tokenizer, batch_size=2, progress=False)
+    layers = extract_features(TEXTS, hf_encoder_sdpa, tokenizer, batch_size=2, all_layers=True, progress=False)
+    for pooling in ("cls", "mean"):
+        np.testing.assert_allclose(layers[pooling][-1], last[pooling], atol=1e-6, rtol=0)
+        assert last[pooling].shape == (len(TEXTS), 384)
+
+
 def test_progress_bar_counts_texts(hf_encoder_sdpa, tokenizer, capsys):
     extract_features(TEXTS, hf_encoder_sdpa, tokenizer, batch_size=2, desc="demo")
     printed = capsys.readouterr().out
@@ -98,6 +121,8 @@ def test_unknown_pooling_and_bad_batch_size_are_rejected(hf_encoder_sdpa, tokeni
         extract_features(TEXTS, hf_encoder_sdpa, tokenizer, poolings="max")
     with pytest.raises(ValueError, match="batch_size >= 1, got 0"):
         extract_features(TEXTS, hf_encoder_sdpa, tokenizer, batch_size=0)
+    with pytest.raises(TypeError, match="all_layers must be True or False, got 'all'"):
+        extract_features(TEXTS, hf_encoder_sdpa, tokenizer, all_layers="all")
 
 
 # ------------------------------------------------------------------ the on-disk cache
