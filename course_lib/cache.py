@@ -207,6 +207,8 @@ def ensure(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, build
     folder = Path(folder)
     state = inspect(folder, spec, checksums=checksums)
     if state.ok:
+        if repair:
+            remove_leftovers(folder, verbose)
         return folder
     if state.status == "unreadable" or (state.status == "damaged" and not repair) or not build:
         raise problem(folder, spec, state)
@@ -318,13 +320,32 @@ def _swap_into_place(partial: Path, folder: Path) -> None:
         os.rename(partial, folder)
 
 
+def _leftovers(root: Path, name: str) -> list[Path]:
+    """``<name>.partial*`` and ``<name>.old-*`` folders: what interrupted builds and swaps leave."""
+    return [entry for entry in root.iterdir() if entry.name.startswith((f"{name}.partial", f"{name}.old-"))
+            and entry.is_dir() and not entry.is_symlink()]
+
+
 def _remove_leftovers(root: Path, name: str, verbose: bool) -> None:
-    """Remove ``<name>.partial*`` and ``<name>.old-*`` folders of interrupted builds (only under the lock)."""
-    for entry in root.iterdir():
-        if entry.name.startswith((f"{name}.partial", f"{name}.old-")) and entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-            if verbose:
-                print(f"Removed {entry}, left by an interrupted build.")
+    """Remove the leftovers of interrupted builds (only while holding the build lock: none is in progress)."""
+    for entry in _leftovers(root, name):
+        shutil.rmtree(entry, ignore_errors=True)
+        if verbose:
+            print(f"Removed {entry}, left by an interrupted build.")
+
+
+def remove_leftovers(folder: Path, verbose: bool = True) -> None:
+    """Remove what interrupted builds of ``folder`` left, unless a build is running now (it holds the lock)."""
+    root = folder.parent
+    if not root.is_dir() or not os.access(root, os.W_OK | os.X_OK) or not _leftovers(root, folder.name):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(root / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError (an OSError): a build is running
+            _remove_leftovers(root, folder.name, verbose)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

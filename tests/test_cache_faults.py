@@ -344,6 +344,7 @@ def test_prepare_killed_at_any_stage_is_finished_by_the_next_ones_even_two_at_on
     kill_prepare_at(root, "Writing the sentiment model", tmp_path / "4.log")
     assert not (root / SENTIMENT).exists() and any(name.startswith(f"{SENTIMENT}.partial-") for name in leftovers(root))
 
+    (root / f"{DECODER}.old-12345678").mkdir()  # a swap killed before it deleted the replaced cache
     rivals = [start_prepare(root, tmp_path / f"rival{i}.log") for i in range(2)]
     outputs = [process.communicate(timeout=900)[0] for process in rivals]
     for process, output, i in zip(rivals, outputs, range(2)):
@@ -352,7 +353,8 @@ def test_prepare_killed_at_any_stage_is_finished_by_the_next_ones_even_two_at_on
     both = "".join(outputs)
     assert both.count("Writing the sentiment model") == 1  # one builds, the other waits and reuses it
     assert "Another process is building the sentiment model cache" in both
-    assert "Writing the de-quantized decoder" not in both
+    assert "Writing the de-quantized decoder" not in both  # it was good: only the leftover beside it went
+    assert f"Removed {root / DECODER}.old-12345678" in both
 
     # Each prepare ended with the doctor's full check (checksums, loads): "8/8 assets ok" above.
     assert leftovers(root) == [] and (root / "my-notes" / "todo.txt").read_text() == "mine"

@@ -35,3 +35,10 @@ def test_a_wrong_profile_name_stops_the_command_with_the_valid_names():
     result = _run("doctor", COURSE_PROFILE="turbo")
     assert result.returncode == 2
     assert "'turbo'" in result.stderr and "quick, full" in result.stderr
+
+
+@pytest.mark.parametrize("steps", ["0", "-1", "two"])
+def test_sentiment_steps_must_be_a_positive_whole_number(steps):
+    result = _run("prepare", "--sentiment-steps", steps)
+    assert result.returncode == 2
+    assert "--sentiment-steps" in result.stderr and "positive whole number" in result.stderr
