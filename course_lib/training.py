@@ -1,5 +1,5 @@
 """Training code: the language-model training loop of lesson 04, and the fine-tuning helpers of lesson 07
-(metrics, per-example loss, Trainer settings, freezing, ONNX export).
+(metrics, per-example loss, Trainer settings, freezing the body or all but its top layers, ONNX export).
 
 The notebooks build each piece by hand once; these are the tested versions they then rely on.
 """
@@ -213,7 +213,8 @@ def log_table(log_history: list[dict], decimals: int = 3):
     import pandas as pd
 
     columns = {"step": "step", "epoch": "epoch", "loss": "train_loss", "learning_rate": "lr",
-               "eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1"}
+               "eval_loss": "eval_loss", "eval_accuracy": "eval_accuracy", "eval_f1": "eval_f1",
+               "eval_macro_f1": "eval_macro_f1"}
     rows: dict[int, dict] = {}
     for entry in log_history:
         if "train_runtime" in entry:  # the summary at the end of training, not a step
@@ -243,6 +244,25 @@ def freeze_body(model):
                          "expected a model with a task head, such as AutoModelForSequenceClassification")
     for parameter in body.parameters():
         parameter.requires_grad_(False)
+    return model
+
+
+def unfreeze_top_layers(model, num_layers: int):
+    """Make the last ``num_layers`` encoder layers and the pooler of a BERT-style classifier trainable again
+    (after :func:`freeze_body`), so that the top of the body learns with the head. Returns the model."""
+    body = model.base_model
+    layers = getattr(getattr(body, "encoder", None), "layer", None)
+    if body is model or layers is None:
+        raise ValueError(f"{type(model).__name__} has no encoder layers at base_model.encoder.layer; expected a "
+                         "BERT-style model with a task head, such as AutoModelForSequenceClassification")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or not 0 <= num_layers <= len(layers):
+        raise ValueError(f"num_layers must be an integer from 0 to {len(layers)} (the body's layers), "
+                         f"got {num_layers!r}")
+    top = list(layers)[len(layers) - num_layers:] if num_layers else []
+    pooler = [body.pooler] if num_layers and getattr(body, "pooler", None) is not None else []
+    for module in top + pooler:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
     return model
 
 

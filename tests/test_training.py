@@ -124,6 +124,39 @@ def test_freeze_body_refuses_a_model_without_a_head(hf_encoder):
         training.freeze_body(hf_encoder)
 
 
+def test_unfreeze_top_layers_trains_the_last_layers_the_pooler_and_the_head_only(classifier, tokenizer):
+    import copy
+
+    model = training.unfreeze_top_layers(training.freeze_body(copy.deepcopy(classifier)), 2)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    wanted = ("bert.encoder.layer.4.", "bert.encoder.layer.5.", "bert.pooler.", "classifier.")
+    assert trainable == {name for name, _ in classifier.named_parameters() if name.startswith(wanted)}
+    assert any(name.startswith("bert.encoder.layer.4.") for name in trainable)
+    batch = tokenizer(["a fine film", "dull"], padding=True, return_tensors="pt")
+    model(**batch, labels=torch.tensor([1, 0])).loss.backward()
+    layers = model.bert.encoder.layer
+    assert all(p.grad is None for p in layers[3].parameters()) and model.bert.embeddings.word_embeddings.weight.grad is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[4].parameters())
+
+
+def test_unfreeze_top_layers_with_zero_layers_leaves_a_frozen_body_frozen(classifier):
+    import copy
+
+    model = training.unfreeze_top_layers(training.freeze_body(copy.deepcopy(classifier)), 0)
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+
+
+@pytest.mark.parametrize("num_layers", [-1, 7, 2.0, True])
+def test_unfreeze_top_layers_rejects_a_number_of_layers_the_body_does_not_have(classifier, num_layers):
+    with pytest.raises(ValueError, match="from 0 to 6"):
+        training.unfreeze_top_layers(classifier, num_layers)
+
+
+def test_unfreeze_top_layers_refuses_a_model_without_encoder_layers(hf_encoder):
+    with pytest.raises(ValueError, match="no encoder layers"):
+        training.unfreeze_top_layers(hf_encoder, 1)
+
+
 def test_training_arguments_follow_the_profile_and_take_overrides(tmp_path):
     from course_lib.settings import get_profile
 
@@ -148,6 +181,14 @@ def test_log_table_merges_train_and_eval_entries_of_a_step():
     assert list(table["step"]) == [10, 20]
     assert table.loc[1, "train_loss"] == 0.512 and table.loc[1, "eval_accuracy"] == 0.812
     assert table.loc[0, "eval_f1"] == ""
+
+
+def test_log_table_keeps_a_macro_f1_column_when_compute_metrics_reports_one():
+    history = [{"loss": 0.7, "learning_rate": 1e-4, "epoch": 1.0, "step": 5},
+               {"eval_loss": 0.5, "eval_accuracy": 0.75, "eval_f1": 0.74, "eval_macro_f1": 0.7249, "epoch": 1.0,
+                "step": 5}]
+    table = training.log_table(history)
+    assert table.loc[0, "eval_macro_f1"] == 0.725 and list(table.columns)[-1] == "eval_macro_f1"
 
 
 @pytest.mark.slow
