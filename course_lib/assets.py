@@ -182,8 +182,9 @@ def resolve_model(model_id: str | os.PathLike | None, loader: str) -> str | Path
     if not path.is_dir():
         what = "is a file, not a folder" if path.is_file() else "does not exist"
         raise FolderNotFoundError(
-            f"{loader}() was given the local folder {path}, which {what}. Pass a folder with config.json "
-            "(and the weights), a Hub id such as 'org/name' when online, or nothing for the course's own model."
+            f"{loader}() was given the local folder {path.absolute()}, which {what}. Pass a folder with "
+            "config.json (and the weights), a Hub id such as 'org/name' when online, or nothing for the course's "
+            "own model."
         )
     return path
 
