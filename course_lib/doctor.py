@@ -25,7 +25,7 @@ class AssetReport:
     size_mb: float | None
     load_seconds: float | None
     status: str
-    verify_seconds: float | None = None  # locating, plus the checksums of a cache
+    locate_seconds: float | None = None  # finding it; for a cache: its checks (sizes, checksums), any build
 
     @property
     def ok(self) -> bool:
@@ -52,14 +52,14 @@ def check_asset(name: str, package: str, locate: Callable[[], Path], load: Calla
         return AssetReport(name, package, "-", None, None, f"FAILED to build: {error}")
     except Exception as error:  # a cache that failed to build: report it with the others
         return AssetReport(name, package, "-", None, None, f"FAILED to build: {error!r}")
-    verify_seconds = time.perf_counter() - start
+    locate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     try:
         load(path)
     except Exception as error:  # report, don't crash: the doctor must list every asset
         return AssetReport(name, package, str(path), _size_mb(path), None, f"FAILED to load: {error!r}",
-                           verify_seconds)
-    return AssetReport(name, package, str(path), _size_mb(path), time.perf_counter() - start, "ok", verify_seconds)
+                           locate_seconds)
+    return AssetReport(name, package, str(path), _size_mb(path), time.perf_counter() - start, "ok", locate_seconds)
 
 
 def _package(name: str) -> str:
@@ -97,13 +97,13 @@ def _seconds(value: float | None) -> str:
 
 
 def print_table(reports: list[AssetReport]) -> None:
-    """The doctor's table (asset, package, size, verify, load, status, location), then each problem in full."""
-    rows = [("asset", "package", "size", "verify", "load", "status", "location")]
+    """The doctor's table (asset, package, size, locate, load, status, location), then each problem in full."""
+    rows = [("asset", "package", "size", "locate", "load", "status", "location")]
     for r in reports:
         rows.append((
             r.name, r.package,
             "-" if r.size_mb is None else f"{r.size_mb:,.1f} MB",
-            _seconds(r.verify_seconds), _seconds(r.load_seconds),
+            _seconds(r.locate_seconds), _seconds(r.load_seconds),
             r.status if len(r.status) < 60 else r.status[:57] + "...",
             r.location,
         ))

@@ -286,6 +286,17 @@ def test_a_read_only_cache_prepared_by_an_instructor_serves_another_user(shared_
         assert f"{readonly_empty / 'course'} does not exist and you (nobody) cannot create it" in missing.stdout \
             or os.geteuid() != 0, missing.stdout
         assert f"COURSE_CACHE_DIR={readonly_empty / 'course'} make prepare" in missing.stdout, missing.stdout
+        # A file the instructor's umask kept private (what safetensors did before): named, with the owner's fix.
+        weights = shared_cache / DECODER / "model.safetensors"
+        weights.chmod(0o600 if os.geteuid() == 0 else 0o200)
+        private = subprocess.run(
+            [*python_user, sys.executable, "-c",
+             "from course_lib import assets\ntry:\n    assets.load_decoder()\nexcept assets.CacheNotReadableError as e:"
+             "\n    print(e)"],
+            capture_output=True, text=True, cwd=REPO, env={**os.environ, "HOME": str(home),
+                                                           "COURSE_CACHE_DIR": str(shared_cache)})
+        assert "model.safetensors has mode" in private.stdout, private.stdout + private.stderr
+        assert f"`chmod -R a+rX {shared_cache / DECODER}`" in private.stdout
     finally:
         make_writable(shared_cache)
         make_writable(readonly_empty)
