@@ -47,3 +47,23 @@ def test_kernels_of_notebook_runs_get_the_configuration_they_are_asked_for():
     assert kernel_environment("quick", base={})["COURSE_NUMERICS"] == "native"
     with pytest.raises(ValueError, match="unknown numeric configuration 'fast'"):
         numerics_environment("fast")
+
+
+@pytest.mark.slow
+def test_a_notebook_kernel_runs_under_the_alternate_configuration(tmp_path):
+    import nbformat
+
+    from nbval_runs import run_nbval
+    from stored_outputs import execution_record
+
+    probe = "import torch\nprint(torch.backends.cpu.get_cpu_capability(), torch.get_num_threads())"
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                           "language": "python"}})
+    cell = nbformat.v4.new_code_cell(probe, execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="DEFAULT 1\n")]
+    nb.cells.append(cell)
+    nb.metadata["course"] = {"executed": execution_record(nb, "quick")}
+    path = tmp_path / "97_probe.ipynb"
+    nbformat.write(nb, path)
+    assert run_nbval(path, workdir=tmp_path, numerics="alternate").passed
+    assert not run_nbval(path, workdir=tmp_path, numerics="native").passed  # the native kernel vectorises
