@@ -94,36 +94,62 @@ def collate(examples: Sequence[dict], pad_id: int) -> dict[str, Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-@torch.no_grad()
-def label_word_logits(model, tokenizer, examples: Sequence[dict], batch_size: int = 16) -> Tensor:
-    """Logits of the label words at the last prompt position for each example: (N, number of label words).
-
-    Runs the decoder body once per batch (right padding; positions are unaffected), picks the hidden state of
-    each prompt's last token and multiplies it with the output-embedding rows of the label words only: the
-    same numbers as the full (B, T, V) logits, without computing the other 49 thousand columns.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrapper or plain
+def _decoder_parts(model):
+    """The decoder body and the output layer, for a plain ``transformers`` causal LM or a peft wrapper of one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     head = base.get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
-        raise ValueError("expected an output layer without bias (as in Llama-style decoders)")
-    rows = head.weight[label_token_ids(tokenizer)]  # (L, D)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if head is None or getattr(head, "bias", None) is not None:
+        raise ValueError(f"expected a causal LM with an output layer without bias (Llama style), got "
+                         f"{type(base).__name__}")
+    return base.base_model, head
+
+
+@torch.no_grad()
+def last_prompt_states(model, examples: Sequence[dict], pad_id: int, batch_size: int = 16) -> Tensor:
+    """The decoder's last hidden state at each prompt's last token: (N, D), from right-padded batches.
+
+    Right padding leaves every real token's position (and so its rotary embedding) as in the unpadded
+    prompt, and the causal mask keeps padding out of the tokens before it.
+    """
+    if len(examples) == 0:
+        raise ValueError("expected at least one example")
+    body, head = _decoder_parts(model)
+    device = head.weight.device
     was_training = model.training
     model.eval()
     out = []
     try:
         for start in range(0, len(examples), batch_size):
             batch = [e["prompt_ids"] for e in examples[start:start + batch_size]]
-            lengths = torch.tensor([len(ids) for ids in batch])                        # (B,)
+            lengths = torch.tensor([len(ids) for ids in batch])                                 # (B,)
             width = int(lengths.max())
-            input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in batch])  # (B, T)
-            mask = (torch.arange(width)[None, :] < lengths[:, None]).long()            # (B, T)
-            device = rows.device
-            hidden = base.base_model(input_ids=input_ids.to(device),
-                                     attention_mask=mask.to(device)).last_hidden_state  # (B, T, D)
-            last = hidden[torch.arange(len(batch), device=device), lengths.to(device) - 1]  # (B, D)
-            out.append((last.float() @ rows.float().T).cpu())                          # (B, L)
+            input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in batch])   # (B, T)
+            mask = (torch.arange(width)[None, :] < lengths[:, None]).long()                     # (B, T)
+            hidden = body(input_ids=input_ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            out.append(hidden[torch.arange(len(batch)), lengths.to(device) - 1].float().cpu())  # (B, D)
     finally:
         model.train(was_training)
-    return torch.cat(out)  # (N, L)
+    return torch.cat(out)  # (N, D)
 
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def next_token_logits(model, tokenizer, examples: Sequence[dict], batch_size: int = 16) -> Tensor:
+    """Logits over the whole vocabulary for the token after each prompt: (N, V)."""
+    _, head = _decoder_parts(model)
+    states = last_prompt_states(model, examples, _pad_id(tokenizer), batch_size)  # (N, D)
+    return states @ head.weight.detach().float().cpu().T                          # (N, V)
+
+
+def label_word_logits(model, tokenizer, examples: Sequence[dict], batch_size: int = 16) -> Tensor:
+    """Logits of the label words after each prompt: (N, number of label words).
+
+    The same numbers as the matching columns of the full logits, computed only for those columns: the last
+    prompt state (N, D) times the label words' rows of the output layer (L, D).
+    """
+    _, head = _decoder_parts(model)
+    rows = head.weight.detach()[label_token_ids(tokenizer)].float().cpu()            # (L, D)
+    states = last_prompt_states(model, examples, _pad_id(tokenizer), batch_size)  # (N, D)
+    return states @ rows.T                                                         # (N, L)

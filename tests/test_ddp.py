@@ -19,9 +19,9 @@ WEIGHT_TOL = 2e-5  # float noise between batch shapes and the gloo all-reduce; o
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    common = dict(steps=STEPS, timeout=300)
+    common = dict(steps=STEPS, timeout=300, threads=1)
     return {
-        "one": (root / "one", ddp_train.launch(root / "one", 1, batch_size=2 * BATCH, threads=1, **common)),
+        "one": (root / "one", ddp_train.launch(root / "one", 1, batch_size=2 * BATCH, **common)),
         "two": (root / "two", ddp_train.launch(root / "two", 2, batch_size=BATCH, save_steps=SAVE, **common)),
         "stopped": (root / "stopped", ddp_train.launch(root / "stopped", 2, batch_size=BATCH, save_steps=SAVE,
                                                        stop_after=SAVE, **common)),
@@ -74,10 +74,11 @@ def test_a_stopped_run_resumed_in_new_processes_ends_like_the_uninterrupted_one(
     assert not (stopped_dir / ddp_train.FINAL_DIR).exists()
     two, resumed = runs["two"][1], runs["resumed"][1]
     assert resumed["resumed_from"].endswith(f"checkpoint-{SAVE}") and resumed["steps_done"] == STEPS
-    # the resumed run logs only the steps after the checkpoint, and they are the uninterrupted run's steps
-    assert sorted(map(int, resumed["losses"])) == list(range(SAVE + 1, STEPS + 1))
+    # steps 1-6 come back with the checkpoint's log; steps 7-12 were computed by the new processes
+    assert sorted(map(int, resumed["losses"])) == list(range(1, STEPS + 1))
     for step, loss in resumed["losses"].items():
         assert loss == pytest.approx(two["losses"][step], abs=1e-6), step
+        assert resumed["grad_norms"][step] == pytest.approx(two["grad_norms"][step], rel=1e-5), step
     assert ddp_train.max_weight_difference(runs["two"][0], runs["resumed"][0]) < 1e-6
     assert resumed["eval"] == pytest.approx(two["eval"], abs=1e-6)
 
