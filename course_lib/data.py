@@ -19,7 +19,6 @@ from course_lib import assets
 from course_lib.settings import get_profile
 
 SPLIT_SEED = 0
-QUICK_ROWS = {"train": 3000, "validation": 500, "test": 500}
 MOVIE_LABELS = ("rotten", "fresh")
 TWEET_LABELS = ("negative", "neutral", "positive")
 DATASET_NAMES = ("movie_reviews", "tweets")
@@ -91,11 +90,12 @@ def _to_dataset_dict(splits: dict[str, pd.DataFrame], label_names, profile: str 
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
     features = Features({"text": Value("string"), "label": ClassLabel(names=list(label_names))})
-    quick = get_profile(profile).is_quick
+    chosen = get_profile(profile)
     out = {}
     for name, part in splits.items():
-        if quick and len(part) > QUICK_ROWS[name]:
-            part = part.sample(n=QUICK_ROWS[name], random_state=SPLIT_SEED)
+        rows = chosen.rows(name, len(part))
+        if rows < len(part):  # a fixed, seeded slice: quick rows are always a subset of full rows
+            part = part.sample(n=rows, random_state=SPLIT_SEED)
         part = part.sort_index()  # a stable order, independent of the split's shuffling
         out[name] = Dataset.from_pandas(part[["text", "label"]], features=features, preserve_index=False)
     return DatasetDict(out)

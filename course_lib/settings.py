@@ -24,9 +24,10 @@ class ProfileError(ValueError):
 
 @dataclass(frozen=True)
 class Profile:
+    """How much data and compute a notebook uses: the one place that says how big "quick" and "full" are."""
+
     name: str
-    train_rows: int | None  # None means "all of it"
-    eval_rows: int | None
+    split_rows: dict[str, int] | None  # rows kept of each data-set split; None keeps every row
     epochs: int
     batch_size: int
 
@@ -34,10 +35,19 @@ class Profile:
     def is_quick(self) -> bool:
         return self.name == "quick"
 
+    def rows(self, split: str, available: int) -> int:
+        """How many of a split's ``available`` rows this profile uses."""
+        if self.split_rows is None:
+            return available
+        if split not in self.split_rows:
+            raise ValueError(f"the {self.name} profile has no size for a split named {split!r}; "
+                             f"known splits: {', '.join(self.split_rows)}")
+        return min(available, self.split_rows[split])
+
 
 _PROFILES = {
-    "quick": Profile("quick", train_rows=2000, eval_rows=500, epochs=1, batch_size=32),
-    "full": Profile("full", train_rows=None, eval_rows=None, epochs=3, batch_size=32),
+    "quick": Profile("quick", split_rows={"train": 3000, "validation": 500, "test": 500}, epochs=1, batch_size=32),
+    "full": Profile("full", split_rows=None, epochs=3, batch_size=32),
 }
 
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from course_lib import data
+from course_lib import data, settings
 
 
 def _texts(split) -> set[str]:
@@ -34,7 +34,7 @@ def test_splits_are_deterministic(loader):
 @pytest.mark.parametrize("loader", [data.load_movie_reviews, data.load_tweets])
 def test_quick_profile_is_a_fixed_subset_of_full(loader):
     quick, full = loader(profile="quick"), loader(profile="full")
-    for name, rows in data.QUICK_ROWS.items():
+    for name, rows in settings.get_profile("quick").split_rows.items():
         assert len(quick[name]) == rows
         assert _texts(quick[name]) <= _texts(full[name])
 

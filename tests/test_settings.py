@@ -27,9 +27,12 @@ def test_unknown_profile_is_rejected_with_the_valid_names(monkeypatch, bad):
     assert repr(bad) in str(caught.value) and "quick" in str(caught.value) and "full" in str(caught.value)
 
 
-def test_quick_profile_uses_less_data_than_full():
+def test_quick_profile_caps_each_split_and_full_keeps_every_row():
     quick, full = settings.get_profile("quick"), settings.get_profile("full")
-    assert quick.train_rows and full.train_rows is None
+    assert quick.rows("train", 10_000) == 3000 and quick.rows("test", 200) == 200
+    assert full.rows("train", 10_000) == 10_000
+    with pytest.raises(ValueError, match="no size for a split named 'dev'"):
+        quick.rows("dev", 100)
 
 
 def test_seed_everything_makes_python_numpy_and_torch_repeat():
