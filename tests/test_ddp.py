@@ -88,8 +88,9 @@ def test_command_uses_torchrun_for_several_processes(tmp_path):
     assert single[:3] == [sys.executable, "-m", "course_lib.ddp_train"] and "--batch-size=16" in single
     assert not any("stop" in part for part in single)
     double = ddp_train.command(tmp_path, 2, batch_size=8)
-    assert double[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    assert double[5:7] == ["-m", "course_lib.ddp_train"]
+    assert double[1:6] == ["-m", "torch.distributed.run", "--standalone", "--local-addr=127.0.0.1",
+                           "--nproc_per_node=2"]
+    assert double[6:8] == ["-m", "course_lib.ddp_train"]
     with pytest.raises(ValueError, match="at least 1 process"):
         ddp_train.command(tmp_path, 0)
 
