@@ -51,12 +51,19 @@ def _repository_files() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory) -> Path:
-    """``python -m build`` of a fresh copy of the repository (sdist, then the wheel from the sdist)."""
-    clone, out = tmp_path_factory.mktemp("clone"), tmp_path_factory.mktemp("dist")
+def clone(tmp_path_factory) -> Path:
+    """A fresh copy of the repository: what is built, and what the built files are compared with."""
+    clone = tmp_path_factory.mktemp("clone")
     for relative in _repository_files():
         (clone / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / relative, clone / relative)
+    return clone
+
+
+@pytest.fixture(scope="module")
+def dist(clone, tmp_path_factory) -> Path:
+    """``python -m build`` of the fresh copy (sdist, then the wheel from the sdist)."""
+    out = tmp_path_factory.mktemp("dist")
     result = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(clone)],
                             capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     assert result.returncode == 0, f"python -m build failed:\n{(result.stdout + result.stderr)[-5000:]}"
@@ -98,26 +105,26 @@ def test_wheel_is_named_and_versioned_as_in_pyproject(dist):
 
 
 @pytest.mark.slow
-def test_wheel_carries_every_module_resource_lesson_and_the_asset_list_byte_for_byte(dist):
-    expected = {f"course_lib/{p.relative_to(ROOT / 'course_lib').as_posix()}": p
-                for p in (ROOT / "course_lib").rglob("*")
+def test_wheel_carries_every_module_resource_lesson_and_the_asset_list_byte_for_byte(dist, clone):
+    expected = {f"course_lib/{p.relative_to(clone / 'course_lib').as_posix()}": p
+                for p in (clone / "course_lib").rglob("*")
                 if p.is_file() and "__pycache__" not in p.parts and (p.suffix == ".py" or "resources" in p.parts)}
-    expected |= {f"course_lib/_course_files/notebooks/{p.name}": p for p in (ROOT / "notebooks").glob(LESSON_PATTERN)}
-    expected["course_lib/_course_files/requirements/assets.txt"] = ROOT / "requirements" / "assets.txt"
+    expected |= {f"course_lib/_course_files/notebooks/{p.name}": p for p in (clone / "notebooks").glob(LESSON_PATTERN)}
+    expected["course_lib/_course_files/requirements/assets.txt"] = clone / "requirements" / "assets.txt"
     with zipfile.ZipFile(_wheel(dist)) as archive:
         names = set(archive.namelist())
         missing = sorted(set(expected) - names)
         assert not missing, f"the wheel lacks: {missing}"
         different = [name for name, source in expected.items() if archive.read(name) != source.read_bytes()]
     assert not different, f"differ from the repository: {different}"
-    assert len([n for n in names if n.endswith(".ipynb")]) == len(list((ROOT / "notebooks").glob(LESSON_PATTERN)))
+    assert len([n for n in names if n.endswith(".ipynb")]) == len(list((clone / "notebooks").glob(LESSON_PATTERN)))
 
 
 @pytest.mark.slow
-def test_sdist_holds_what_the_wheel_is_built_from_and_nothing_local(dist):
+def test_sdist_holds_what_the_wheel_is_built_from_and_nothing_local(dist, clone):
     with tarfile.open(_sdist(dist)) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    lessons = {f"notebooks/{p.name}" for p in (ROOT / "notebooks").glob(LESSON_PATTERN)}
+    lessons = {f"notebooks/{p.name}" for p in (clone / "notebooks").glob(LESSON_PATTERN)}
     assert lessons | {"requirements/assets.txt", "setup.py", "pyproject.toml", "README.md"} <= names
     leaked = sorted(n for n in names if n.split("/")[0] in {".venv", ".cache", ".git", "book", "bench", "editions"})
     assert not leaked, leaked
@@ -204,7 +211,7 @@ def prepared_caches():
 
 
 @pytest.fixture(scope="module")
-def colab(dist, prepared_caches, tmp_path_factory):
+def colab(dist, clone, prepared_caches, tmp_path_factory):
     """A clean venv with torch 2.13.0 and ipykernel; a kernel from it runs the setup cell and lesson 00's first cells."""
     root = tmp_path_factory.mktemp("colab")
     venv, home = root / "venv", root / "work"
@@ -230,7 +237,7 @@ def colab(dist, prepared_caches, tmp_path_factory):
     assert platform.returncode == 0, platform.stderr[-3000:]
     torch_before = _probe(python, "import torch; print(torch.__version__)", env, home)
 
-    notebook = nbformat.read(LESSON, as_version=4)
+    notebook = nbformat.read(clone / LESSON.relative_to(ROOT), as_version=4)
     with_setup_cell(notebook)  # no-op once the notebook carries it (tests/test_lessons.py checks that)
     cells = [cell for cell in notebook.cells if cell.cell_type == "code"][: 1 + LESSON_CELLS]
     assert cells[0].source == SETUP_CELL
@@ -244,7 +251,7 @@ def colab(dist, prepared_caches, tmp_path_factory):
     finally:
         kernel.stop()
     return {"python": python, "venv": venv, "env": env, "home": home, "runs": runs, "rerun": rerun,
-            "blocked": blocked, "torch_before": torch_before, "dist": dist, "no_torch": no_torch}
+            "blocked": blocked, "torch_before": torch_before, "dist": dist, "no_torch": no_torch, "clone": clone}
 
 
 def _probe(python: Path, code: str, env: dict[str, str], cwd: Path) -> str:
@@ -326,7 +333,7 @@ def test_installed_course_writes_the_repository_lessons(colab):
     result = subprocess.run([str(colab["venv"] / "bin" / "course-lib"), "notebooks", str(target)],
                             env=colab["env"], cwd=colab["home"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    lessons = sorted((ROOT / "notebooks").glob(LESSON_PATTERN))
+    lessons = sorted((colab["clone"] / "notebooks").glob(LESSON_PATTERN))  # the repository as it was built
     assert sorted(p.name for p in target.iterdir()) == [p.name for p in lessons]
     assert all((target / p.name).read_bytes() == p.read_bytes() for p in lessons)
     assert result.stdout.count("wrote") == len(lessons)
