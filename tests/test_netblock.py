@@ -11,10 +11,8 @@ import sys
 import textwrap
 import threading
 
+import netblock_guard as netblock
 import pytest
-
-from course_lib import netblock
-
 from kernel_env import kernel_environment
 
 TEST_NET = "192.0.2.1"

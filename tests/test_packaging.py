@@ -195,7 +195,7 @@ def _text(outputs: list[dict]) -> str:
 
 def _guard_code() -> str:
     """Turns the course's network guard on inside the kernel only (pip, a child process, may still reach PyPI)."""
-    path = ROOT / "course_lib" / "netblock.py"
+    path = ROOT / "scripts" / "netblock" / "netblock_guard.py"
     return ("import importlib.util as _u\n"
             f"_spec = _u.spec_from_file_location('_course_netblock', {str(path)!r})\n"
             "_guard = _u.module_from_spec(_spec); _spec.loader.exec_module(_guard); _guard.install()\n"

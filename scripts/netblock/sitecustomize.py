@@ -2,7 +2,7 @@
 
 Notebook runs (tests, ``scripts/execute_notebooks.py``) put this folder on ``PYTHONPATH`` and set
 ``COURSE_BLOCK_NETWORK=1``; every Python process they start, Jupyter kernels included, then refuses
-connections to other hosts (see ``course_lib/netblock.py``).
+connections to other hosts (see ``netblock_guard.py`` beside this file).
 """
 import importlib.machinery
 import importlib.util
@@ -13,14 +13,13 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _load_guard():
-    try:
-        from course_lib import netblock
-    except ImportError:  # course_lib not installed in this interpreter: load the file from the checkout
-        path = os.path.join(_HERE, os.pardir, os.pardir, "course_lib", "netblock.py")
-        spec = importlib.util.spec_from_file_location("_course_netblock", path)
-        netblock = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(netblock)
-    return netblock
+    """The guard module in this folder, loaded by path: this folder is on PYTHONPATH, but another
+    ``netblock_guard`` earlier on sys.path must not take its place."""
+    spec = importlib.util.spec_from_file_location("netblock_guard", os.path.join(_HERE, "netblock_guard.py"))
+    guard = importlib.util.module_from_spec(spec)
+    sys.modules["netblock_guard"] = guard
+    spec.loader.exec_module(guard)
+    return guard
 
 
 def _run_shadowed_sitecustomize():
