@@ -35,6 +35,26 @@ if importlib.util.find_spec("course_lib") is None:
     importlib.invalidate_caches()"""
 
 
+def requirement(package: str) -> str:
+    """The course's pin of ``package`` as a pip requirement (``"name==version"``), read from the installed
+    distribution's metadata, i.e. from pyproject.toml, the one place where pins are written; the bare name when
+    the course is not installed as a distribution or does not list the package."""
+    import re
+    from importlib import metadata
+
+    wanted = re.sub(r"[-_.]+", "-", package).lower()
+    try:
+        declared = metadata.requires(DISTRIBUTION) or []
+    except metadata.PackageNotFoundError:
+        return package
+    for line in declared:
+        spec = line.split(";")[0].strip()  # drop markers such as `extra == "book"`
+        name = re.split(r"[\s<>=!~\[]", spec, maxsplit=1)[0]
+        if re.sub(r"[-_.]+", "-", name).lower() == wanted:
+            return spec.replace(" ", "")
+    return package
+
+
 class CourseFileMissingError(FileNotFoundError):
     """A file the installed course should carry is missing (the message names the fix)."""
 

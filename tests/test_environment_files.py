@@ -75,3 +75,21 @@ def test_installed_packages_match_the_constraints():
         if installed.split("+")[0] != pinned:
             mismatched[name] = (pinned, installed)
     assert not mismatched, f"installed versions differ from the lock (run `make setup`): {mismatched}"
+
+
+def test_code_reads_each_pin_from_the_installed_pyproject_instead_of_repeating_it():
+    from course_lib.install import requirement
+    from course_lib.viz import scripts
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    exact = {_norm(d.split("==")[0]): d.split("#")[0].strip() for d in declared if "==" in d}
+    assert exact, "pyproject pins no package exactly"
+    for name, pin in exact.items():
+        assert requirement(name) == pin.replace(" ", "")
+    assert requirement("a-package-the-course-does-not-use") == "a-package-the-course-does-not-use"
+    assert (scripts.D3[2], scripts.JQUERY[2], scripts.BERTVIZ[2]) == (
+        exact["mpld3"], exact["sphinxcontrib-jquery"], exact["bertviz"])
+    for path in (ROOT / "course_lib").rglob("*.py"):
+        for name, pin in exact.items():
+            assert pin not in path.read_text(encoding="utf-8"), f"{path.name} repeats the pin {pin}"

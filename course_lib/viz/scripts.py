@@ -2,10 +2,10 @@
 
 Nothing is fetched from the network and no JavaScript is copied into the course:
 
-- BertViz's own view scripts (``bertviz==1.4.1``: head_view.js, model_view.js, neuron_view.js) run as
+- BertViz's own view scripts (the pinned ``bertviz``: head_view.js, model_view.js, neuron_view.js) run as
   shipped, with a few small, checked edits listed in :func:`bertviz_script`;
-- d3 v5 comes from ``mpld3==0.5.12`` (``mpld3/js/d3.v5.min.js``, the d3 major version BertViz targets) and
-  jQuery 3 from ``sphinxcontrib-jquery==4.1`` (``sphinxcontrib/jquery/jquery.js``);
+- d3 v5 comes from ``mpld3`` (``mpld3/js/d3.v5.min.js``, the d3 major version BertViz targets) and jQuery 3
+  from ``sphinxcontrib-jquery`` (``sphinxcontrib/jquery/jquery.js``), at the versions pyproject.toml pins;
 - a few lines of loader stand in for require.js: ``requirejs(["jquery", "d3"], fn)`` calls ``fn`` with the
   inlined libraries, which are evaluated once per page (kept in ``window.courseViz``) and never touch the
   page's own ``$``, ``jQuery``, ``d3`` or ``define``.
@@ -18,15 +18,17 @@ import json
 import re
 from pathlib import Path
 
+from course_lib.install import requirement
+
 
 class ViewScriptError(RuntimeError):
     """A JavaScript file the views need is missing or not the version they were written for."""
 
 
 # (package to locate, file inside it, pip requirement that provides it, text that proves the version)
-D3 = ("mpld3", "js/d3.v5.min.js", "mpld3==0.5.12", "d3js.org v5.")
-JQUERY = ("sphinxcontrib.jquery", "jquery.js", "sphinxcontrib-jquery==4.1", "jQuery v3.")
-BERTVIZ = ("bertviz", "", "bertviz==1.4.1", "")
+D3 = ("mpld3", "js/d3.v5.min.js", requirement("mpld3"), "d3js.org v5.")
+JQUERY = ("sphinxcontrib.jquery", "jquery.js", requirement("sphinxcontrib-jquery"), "jQuery v3.")
+BERTVIZ = ("bertviz", "", requirement("bertviz"), "")
 LIBS_KEY = "d3-5.7.0+jquery-3.6.0"  # cache key for the evaluated libraries in window.courseViz
 
 
