@@ -10,7 +10,9 @@ Shapes: ``B`` batch, ``T`` tokens, ``D`` hidden width (384 for the course encode
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -164,9 +166,18 @@ def dataset_features(
     features = extract_features(texts, model, tokenizer, poolings, batch_size=batch_size, max_length=max_length,
                                 progress=progress, desc=f"{name} {split}")
     if cache:
+        _save(features, paths)
+    return features
+
+
+def _save(features: dict[str, np.ndarray], paths: dict) -> None:
+    """Write the arrays where :func:`dataset_features` looks for them; a cache folder this user cannot write
+    (a class cache shared read-only) only costs the time to compute them again next time."""
+    try:
         for p, path in paths.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial.npy")
+            partial = path.with_suffix(f".partial-{os.getpid()}.npy")
             np.save(partial, features[p])
             partial.replace(path)
-    return features
+    except OSError as error:  # read-only or full: the features are right, only not kept
+        warnings.warn(f"features not cached ({error}); they will be computed again next time", stacklevel=3)

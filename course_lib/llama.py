@@ -10,6 +10,7 @@ heads, ``G`` key/value heads, ``d`` head width, ``V`` vocabulary.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib.assets import decoder_path
+from course_lib import cache
+from course_lib.assets import DECODER_CACHE, decoder_path
 from course_lib.attention import KVCache, decoder_mask, scaled_dot_product_attention
 from course_lib.decoder import check_inputs, language_model_loss, position_ids
 
@@ -242,18 +244,19 @@ def hf_llama_name_map(num_layers: int) -> dict[str, str]:
 def load_pretrained_decoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
     """The course's Llama-style model with SmolLM2-135M's weights, in eval mode.
 
-    ``path``: a folder with a transformers Llama ``config.json`` and ``model.safetensors`` (default: the course's).
+    ``path``: a folder with a transformers Llama ``config.json`` and ``model.safetensors`` (default: the course's
+    cache, checked; a damaged cache raises an error that names the folder and the command that repairs it).
     """
     from safetensors.torch import load_file
 
-    if path is None:
-        path = decoder_path()
-    path = Path(path)
+    course_cache = path is None
+    path = Path(decoder_path() if course_cache else path)
     for name in ("config.json", "model.safetensors"):
         if not (path / name).exists():
             raise FileNotFoundError(f"expected {name} in the decoder folder {path}")
-    config = LlamaConfig.from_hf_config(json.loads((path / "config.json").read_text()))
-    checkpoint = load_file(str(path / "model.safetensors"))
+    with cache.explain_load_failure(path, DECODER_CACHE) if course_cache else contextlib.nullcontext():
+        config = LlamaConfig.from_hf_config(json.loads((path / "config.json").read_text()))
+        checkpoint = load_file(str(path / "model.safetensors"))
     names = hf_llama_name_map(config.num_layers)
     unknown = sorted(set(checkpoint) - set(names))
     if unknown:
@@ -262,6 +265,9 @@ def load_pretrained_decoder(path: str | Path | None = None, dtype: torch.dtype =
     if config.tie_weights:  # a tied checkpoint may store the shared matrix under either name
         shared = state.get("embed.weight", state.get("lm_head.weight"))
         state["embed.weight"] = state["lm_head.weight"] = shared
-    model = LlamaForCausalLM(config).to(dtype)
-    model.load_state_dict(state, strict=True)
+    with torch.device("meta"):  # no random initialisation: every weight comes from the checkpoint
+        model = LlamaForCausalLM(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    if config.tie_weights:
+        model.lm_head.weight = model.embed.weight  # one parameter again, as in the model's own constructor
     return model.eval()

@@ -162,3 +162,15 @@ def test_dataset_features_rejects_unknown_data_sets_and_splits(hf_encoder_sdpa, 
         dataset_features("imdb", model=hf_encoder_sdpa, tokenizer=tokenizer)
     with pytest.raises(ValueError, match=r"split from \['train', 'validation', 'test'\], got 'dev'"):
         dataset_features("tweets", "dev", profile="quick", model=hf_encoder_sdpa, tokenizer=tokenizer)
+
+
+def test_features_that_cannot_be_written_are_still_returned_with_a_warning(tmp_path, monkeypatch,
+                                                                            hf_encoder_sdpa, tokenizer):
+    blocked = tmp_path / "course-cache"
+    blocked.write_text("a file where the cache folder should be: every write under it fails, as on a read-only class cache")
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("course_lib.features.cache_dir", lambda: blocked)
+    with pytest.warns(UserWarning, match="features not cached"):
+        features = dataset_features("movie_reviews", "test", profile="quick", model=hf_encoder_sdpa,
+                                    tokenizer=tokenizer, progress=False)
+    assert features["mean"].shape == (500, 384) and blocked.is_file()
