@@ -1,7 +1,11 @@
 """The checker itself, and every exercise of every lesson through it: the reference passes, each known mistake
-is rejected with its own hint, and an unfinished stub is told it is not done yet. The lesson files
-(tests/test_checks_lessonNN.py) test what is particular to each exercise."""
+is rejected with its own hint, an unfinished stub is told it is not done yet, and every wrong answer written
+the way a student might (the ``WRONG`` list of each tests/test_checks_lessonNN.py) is rejected with the
+expected words. The lesson files test what is particular to each exercise."""
 from __future__ import annotations
+
+import importlib
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -14,6 +18,9 @@ from course_lib.editions import exercise_names
 from kernel_env import course_notebooks
 
 IN_NOTEBOOKS = [name for path in course_notebooks() for name in exercise_names(nbformat.read(path, 4))]
+# The wrong answers of every lesson's test file: (exercise, answer, a fragment the check's message must contain).
+WRONG = [answer for path in sorted(Path(__file__).parent.glob("test_checks_lesson*.py"))
+         for answer in getattr(importlib.import_module(path.stem), "WRONG", [])]
 # Every exercise a notebook asks for and every registered one: a mismatch fails the first test below, and the
 # contract still runs on each side.
 ALL_EXERCISES = sorted(set(IN_NOTEBOOKS) | set(exercises()))
@@ -21,6 +28,19 @@ ALL_EXERCISES = sorted(set(IN_NOTEBOOKS) | set(exercises()))
 
 def test_every_exercise_in_the_notebooks_is_registered_and_none_without_a_notebook():
     assert sorted(IN_NOTEBOOKS) == sorted(exercises())
+
+
+@pytest.mark.parametrize("name, answer, fragment", WRONG)
+def test_wrong_answers_written_as_students_would_are_rejected(name, answer, fragment):
+    result = check(name, answer)
+    assert not result.passed and fragment in result.message, result.message
+
+
+def test_every_lesson_with_exercises_has_wrong_answers_for_each_exercise():
+    answered = {answer.values[0] if hasattr(answer, "values") else answer[0] for answer in WRONG}
+    lessons_with_lists = {name[:2] for name in answered}
+    missing = sorted(name for name in exercises() if name[:2] in lessons_with_lists and name not in answered)
+    assert not missing, f"exercises without wrong answers in their lesson's WRONG list: {missing}"
 
 
 @pytest.mark.parametrize("name", ALL_EXERCISES)

@@ -124,11 +124,6 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("name, answer, fragment", WRONG)
-def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
-    result = check(name, answer)
-    assert not result.passed and fragment in result.message, result.message
-
 
 # ------------------------------------------------------------------ references against the real libraries
 def test_layer_norm_equals_torch_layer_norm_on_random_and_real_hidden_states(hf_encoder, tokenizer):

@@ -131,11 +131,6 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("name, answer, fragment", WRONG)
-def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
-    result = check(name, answer)
-    assert not result.passed and fragment in result.message, result.message
-
 
 def test_a_function_that_crashes_gets_a_message_not_an_exception():
     # torch.topk refuses a k larger than the row: the case with k = 10 over 6 tokens says so

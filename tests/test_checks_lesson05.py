@@ -217,11 +217,6 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("name, answer, fragment", WRONG)
-def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
-    result = check(name, answer)
-    assert not result.passed and fragment in result.message, result.message
-
 
 def test_an_uncached_loop_gets_the_tokens_right_and_is_still_told_to_use_the_cache():
     @torch.no_grad()

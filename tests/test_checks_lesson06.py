@@ -133,11 +133,6 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("name, answer, fragment", WRONG)
-def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
-    result = check(name, answer)
-    assert not result.passed and fragment in result.message, result.message
-
 
 # ------------------------------------------------------------------ references against the real libraries
 @pytest.mark.parametrize("counts", [[11964, 10922, 5191], [3, 1], [5, 5, 5, 5], [7]])

@@ -123,11 +123,6 @@ WRONG = [
 ]
 
 
-@pytest.mark.parametrize("name, answer, fragment", WRONG)
-def test_wrong_answers_of_other_kinds_are_rejected(name, answer, fragment):
-    result = check(name, answer)
-    assert not result.passed and fragment in result.message, result.message
-
 
 def test_a_crashing_answer_is_reported_not_raised():
     result = check("07.metrics", lambda eval_pred: {"accuracy": 1 / 0, "f1": 0.0})

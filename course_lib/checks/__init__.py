@@ -98,6 +98,21 @@ def compare_outputs(got: Any, expected: Any, atol: float = 1e-5, rtol: float = 1
     return f"expected {_short(expected)}, got {_short(got)}" if differ else None
 
 
+def compare_exact_dtype(got: Any, expected: Any) -> str | None:
+    """Like :func:`compare_outputs`, but a floating tensor must also have the reference's exact dtype (item by
+    item inside tuples and lists): for exercises where the dtype is part of the answer, such as keeping the
+    input's precision."""
+    if isinstance(expected, torch.Tensor) and isinstance(got, torch.Tensor) and got.dtype != expected.dtype:
+        return f"expected a {expected.dtype} tensor (the dtype of the inputs), got {got.dtype}"
+    if isinstance(expected, (tuple, list)) and isinstance(got, (tuple, list)) and len(got) == len(expected):
+        for i, (g, e) in enumerate(zip(got, expected)):
+            problem = compare_exact_dtype(g, e)
+            if problem:
+                return f"item {i}: {problem}"
+        return None
+    return compare_outputs(got, expected)
+
+
 def _describe(value: Any) -> str:
     """What a value is, for messages: "a torch.float32 tensor of shape (2, 3)", "float 3.0", "list"."""
     if isinstance(value, torch.Tensor):

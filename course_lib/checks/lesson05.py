@@ -14,22 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.attention import KVCache
-from course_lib.checks import Case, Exercise, Mistake, compare_outputs, randn, register
+from course_lib.checks import Case, Exercise, Mistake, compare_exact_dtype, randn, register
 from course_lib.generation import generate
 from course_lib.llama import LlamaConfig, LlamaForCausalLM, RMSNorm, apply_rotary, repeat_kv, rotary_cos_sin
-
-
-def _same_dtypes(got, expected) -> str | None:
-    """Like ``compare_outputs``, but a tensor must have the reference's exact dtype (tuples item by item)."""
-    if isinstance(expected, Tensor) and isinstance(got, Tensor) and got.dtype != expected.dtype:
-        return f"expected a {expected.dtype} tensor (the dtype of the inputs), got {got.dtype}"
-    if isinstance(expected, tuple) and isinstance(got, (tuple, list)) and len(got) == len(expected):
-        for i, (g, e) in enumerate(zip(got, expected)):
-            problem = _same_dtypes(g, e)
-            if problem:
-                return f"item {i}: {problem}"
-        return None
-    return compare_outputs(got, expected)
 
 
 # ----------------------------------------------------------------------------------------------- 05.rms_norm
@@ -93,7 +80,7 @@ register(Exercise("05.rms_norm", "RMSNorm", _reference_rms_norm, cases=[
                 "average over the features of each token (dim=-1), not over the tokens (dim=1): each token vector "
                 "is normalised on its own."),
     ],
-    compare=_same_dtypes,
+    compare=compare_exact_dtype,
 ))
 
 
@@ -160,7 +147,7 @@ register(Exercise("05.apply_rotary", "rotary position embedding", apply_rotary, 
                 "sin[:, None] (or unsqueeze(1)). Without it PyTorch lines the batch up with the heads whenever "
                 "B equals H, silently."),
     ],
-    compare=_same_dtypes,
+    compare=compare_exact_dtype,
 ))
 
 
@@ -200,7 +187,7 @@ register(Exercise("05.repeat_kv", "key/value heads repeated for grouped-query at
                 "expand gives (B, G, group, S, d); reshape it to (B, G * group, S, d) so that it lines up with the "
                 "query heads."),
     ],
-    compare=_same_dtypes,
+    compare=compare_exact_dtype,
 ))
 
 
@@ -302,6 +289,6 @@ register(Exercise("05.greedy_with_cache", "greedy generation with a KV cache", _
                 "the next token comes from the logits of the *last* position, logits[:, -1]; position 0 predicts "
                 "the second token of the prompt."),
     ],
-    compare=_same_dtypes,
+    compare=compare_exact_dtype,
     adapt=_with_call_log,  # compare the tokens and how many tokens each forward pass received
 ))
