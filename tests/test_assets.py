@@ -135,12 +135,6 @@ def test_cached_decoder_equals_a_fresh_dequantization_of_the_gguf(hf_decoder, de
         assert torch.equal(fresh(**ids).logits, hf_decoder(**ids).logits)
 
 
-def test_gpt2_encoding_uses_gpt2_ids():
-    encoding = assets.gpt2_encoding()
-    assert encoding.n_vocab == 50257
-    assert encoding.encode("hello world") == [31373, 995]  # GPT-2's published ids for these words
-    assert encoding.encode("<|endoftext|>", allowed_special="all") == [50256]
-
 
 def test_data_files_are_readable_with_the_expected_columns():
     import pandas as pd

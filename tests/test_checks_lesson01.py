@@ -6,7 +6,7 @@ import regex
 import torch
 import torch.nn.functional as F
 
-from course_lib.assets import GPT2_PATTERN, gpt2_encoding, gpt2_ranks
+from course_lib.tokenization import GPT2_PATTERN, gpt2_encoding, gpt2_ranks
 from course_lib.checks import check, get_exercise
 from course_lib.checks.lesson01 import (  # _pieces: greedy WordPiece with a pluggable step, for wrong variants
     SMALL_VOCAB,

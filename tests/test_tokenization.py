@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib.assets import gpt2_encoding, hamlet_text
+from course_lib.assets import hamlet_text
+from course_lib.tokenization import gpt2_encoding
 from course_lib.data import movie_reviews_frame, tweets_frame
 from course_lib.tokenization import (
     SPECIAL_TOKENS,
@@ -488,3 +489,10 @@ def test_gpt2_matches_tiktoken_on_every_character_of_the_first_two_planes(gpt2):
     expected = [encoding.encode_ordinary(text) for text in texts]
     different = mismatches(expected, [gpt2.encode(text) for text in texts], texts)
     assert not different, f"{len(different)} groups of 50 characters differ, e.g. {different[:1]}"
+
+
+def test_gpt2_encoding_uses_gpt2_ids():
+    encoding = gpt2_encoding()
+    assert encoding.n_vocab == 50257
+    assert encoding.encode("hello world") == [31373, 995]  # GPT-2's published ids for these words
+    assert encoding.encode("<|endoftext|>", allowed_special="all") == [50256]

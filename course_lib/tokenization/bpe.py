@@ -13,8 +13,30 @@ from typing import Iterable, Sequence
 
 import regex
 
-from course_lib.assets import GPT2_END_OF_TEXT, GPT2_PATTERN, gpt2_ranks
+from course_lib.assets import gpt2_ranks_path
 from course_lib.tokenization._checks import check_ids, check_text
+
+
+# GPT-2's pre-tokenization pattern: contractions, words and numbers with their leading space, runs of symbols,
+# whitespace; and its one special token, the last id of the vocabulary.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT2_END_OF_TEXT = 50256
+
+
+def gpt2_ranks() -> dict[bytes, int]:
+    """GPT-2's byte-level BPE merge ranks from the course's local file: token bytes -> id (lower = merged earlier)."""
+    from tiktoken.load import load_tiktoken_bpe
+
+    return load_tiktoken_bpe(str(gpt2_ranks_path()))
+
+
+def gpt2_encoding():
+    """``tiktoken``'s GPT-2 encoding, built from the local ranks file instead of a download: the real tokenizer
+    that :class:`ByteLevelBPE` is tested against."""
+    import tiktoken
+
+    return tiktoken.Encoding(name="gpt2", pat_str=GPT2_PATTERN, mergeable_ranks=gpt2_ranks(),
+                             special_tokens={"<|endoftext|>": GPT2_END_OF_TEXT}, explicit_n_vocab=GPT2_END_OF_TEXT + 1)
 
 
 def merge_by_rank(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:

@@ -13,9 +13,8 @@ from typing import Iterable
 
 import regex
 
-from course_lib.assets import GPT2_PATTERN
 from course_lib.tokenization._checks import check_corpus
-from course_lib.tokenization.bpe import ByteLevelBPE
+from course_lib.tokenization.bpe import GPT2_PATTERN, ByteLevelBPE
 
 
 def merge_pair(tokens: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
