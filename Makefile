@@ -51,9 +51,9 @@ prepare: setup
 clean:
 	rm -rf book/_build editions slides .pytest_cache
 
-## Student edition of every notebook (solutions removed) in editions/student.
+## Student edition (solutions and speaker notes removed) in editions/student, instructor edition in editions/instructor.
 editions: setup
-	$(PY) -m course_lib editions --out editions/student
+	$(PY) -m course_lib editions --out editions
 
 ## reveal.js lecture slides in slides/ (open slides/NN_*.slides.html in a browser; works offline).
 slides: setup

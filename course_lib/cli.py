@@ -39,14 +39,21 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--sentiment-steps", type=_positive_int, default=None, metavar="N",
                              help="expect (and build) the sentiment model fine-tuned for N steps instead of the "
                                   "course's 150: a quick build for testing the caches, not for the lessons")
-    editions = sub.add_parser("editions", help="write the student edition of every notebook")
+    editions = sub.add_parser("editions", help="write the student and instructor editions of every notebook")
     editions.add_argument("--source", default="notebooks")
-    editions.add_argument("--out", default="editions/student")
+    editions.add_argument("--out", default="editions",
+                          help="folder for the editions: OUT/student (no solutions, no speaker notes) and "
+                               "OUT/instructor (everything); with --edition, the folder of that edition itself")
+    editions.add_argument("--edition", choices=["student", "instructor"], default=None,
+                          help="write only this edition, into --out")
     slides = sub.add_parser("slides", help="write reveal.js lecture slides (served from the deck's folder)")
     slides.add_argument("notebooks", nargs="*", help="default: every lesson notebook")
     slides.add_argument("--out", default="slides")
     slides.add_argument("--mathjax", default="installed",
                         help="folder with MathJax 3 (tex-chtml.js) to copy in (default: the installed package)")
+    slides.add_argument("--guide", default=None, metavar="YAML",
+                        help="instructor notes with a minute budget per section, for the speaker view's pacing "
+                             "timer (default: book/instructor_notes.yml when it exists)")
     lessons = sub.add_parser("notebooks", help="write the lesson notebooks into a folder (keeps edited ones)")
     lessons.add_argument("folder", help="where to write them (created if missing)")
     lessons.add_argument("--force", action="store_true",
@@ -80,14 +87,19 @@ def main(argv: list[str] | None = None) -> int:
 def _editions_command(args) -> int:
     from pathlib import Path
 
-    from course_lib.editions import EditionError, write_slides, write_student_edition
+    from course_lib.editions import EditionError, section_budgets, write_edition, write_editions, write_slides
 
     try:
         if args.command == "editions":
-            written = write_student_edition(args.source, args.out)
+            if args.edition:
+                written = write_edition(args.edition, args.source, args.out)
+            else:
+                written = [path for paths in write_editions(args.source, args.out).values() for path in paths]
         else:
             notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
-            written = write_slides(notebooks, args.out, mathjax_dir=args.mathjax)
+            guide = args.guide or ("book/instructor_notes.yml" if Path("book/instructor_notes.yml").is_file() else None)
+            timings = section_budgets(guide) if guide else None
+            written = write_slides(notebooks, args.out, mathjax_dir=args.mathjax, timings=timings)
     except EditionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

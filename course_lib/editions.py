@@ -1,9 +1,15 @@
-"""Student edition and lecture slides, generated from the one set of notebooks in ``notebooks/``.
+"""Student and instructor editions and lecture slides, generated from the one set of notebooks in ``notebooks/``.
 
 Exercise cells follow one convention (see CONTRIBUTING in docs): a stub cell tagged ``exercise`` whose function
 raises ``NotImplementedError("Exercise NN.slug: ...")``, a cell tagged ``solution`` that redefines it, and a cell
-tagged ``check`` that calls ``course_lib.checks.check``. The student edition drops the solutions and clears the
-outputs of exercise and check cells; everything else is kept as it is.
+tagged ``check`` that calls ``course_lib.checks.check``. Markdown cells tagged ``speaker-notes`` are remarks for
+whoever teaches the lesson (they become the speaker notes of the slides).
+
+* The **student edition** keeps the questions and drops the answer keys: nbconvert's ``TagRemovePreprocessor``
+  removes the solution and speaker-notes cells and clears the outputs of exercise and check cells; everything
+  else is kept as it is.
+* The **instructor edition** keeps every cell: solutions, speaker notes, outputs.
+* The **slides** (:func:`write_slides`) are reveal.js decks; :mod:`course_lib.slides` chooses their structure.
 """
 from __future__ import annotations
 
@@ -16,6 +22,8 @@ import nbformat
 
 MARKER = ".course-edition.json"
 EXERCISE_NAME = re.compile(r"NotImplementedError\(\s*[\"']Exercise\s+(\d\d\.[\w-]+)")
+SOLUTION_TAG, NOTES_TAG = "solution", "speaker-notes"
+EDITIONS = ("student", "instructor")
 
 
 class EditionError(RuntimeError):
@@ -39,23 +47,38 @@ def exercise_names(nb) -> list[str]:
     return names
 
 
-def student_notebook(nb):
-    """A copy of ``nb`` without solution cells; exercise and check cells keep their code, lose their outputs."""
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy
-    kept, stub_seen = [], False
+def _check_solutions_follow_stubs(nb) -> None:
+    stub_seen = False
     for cell in nb.cells:
         tags = _tags(cell)
-        if "solution" in tags:
-            if not stub_seen:
-                raise EditionError("a solution cell must follow its exercise stub cell (tag 'exercise')")
-            continue
-        if cell.cell_type == "code" and tags & {"exercise", "check"}:
-            cell.outputs, cell.execution_count = [], None
+        if SOLUTION_TAG in tags and not stub_seen:
+            raise EditionError("a solution cell must follow its exercise stub cell (tag 'exercise')")
         stub_seen = stub_seen or "exercise" in tags
-        kept.append(cell)
-    nb.cells = kept
+
+
+def student_notebook(nb):
+    """A copy of ``nb`` without solution and speaker-notes cells; exercise and check cells keep their code and
+    lose their outputs."""
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    _check_solutions_follow_stubs(nb)
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # deep copy: the source notebook stays as it is
+    remover = TagRemovePreprocessor(remove_cell_tags={SOLUTION_TAG, NOTES_TAG},
+                                    remove_all_outputs_tags={"exercise", "check"})
+    nb, _ = remover.preprocess(nb, {})
     nb.metadata["course_edition"] = "student"
     return nb
+
+
+def instructor_notebook(nb):
+    """A copy of ``nb`` with everything in it: solutions, speaker notes, outputs."""
+    _check_solutions_follow_stubs(nb)
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
+    nb.metadata["course_edition"] = "instructor"
+    return nb
+
+
+EDITION_BUILDERS = {"student": student_notebook, "instructor": instructor_notebook}
 
 
 def _check_target(out_dir: Path, source_dir: Path) -> dict:
@@ -79,26 +102,51 @@ def _check_target(out_dir: Path, source_dir: Path) -> dict:
     return manifest
 
 
-def write_student_edition(source_dir: str | Path = "notebooks", out_dir: str | Path = "editions/student") -> list[Path]:
-    """Write the student edition of every notebook in ``source_dir`` into ``out_dir``; returns the files."""
-    source_dir, out_dir = Path(source_dir), Path(out_dir)
+def _lesson_notebooks(source_dir: Path) -> list[Path]:
     notebooks = sorted(source_dir.glob("[0-9][0-9]_*.ipynb"))
     if not notebooks:
         raise EditionError(f"no lesson notebooks (NN_name.ipynb) found in {source_dir}")
+    return notebooks
+
+
+def write_edition(edition: str, source_dir: str | Path = "notebooks",
+                  out_dir: str | Path | None = None) -> list[Path]:
+    """Write the ``edition`` ("student" or "instructor") of every notebook in ``source_dir`` into ``out_dir``
+    (default ``editions/<edition>``); returns the files written."""
+    if edition not in EDITION_BUILDERS:
+        raise EditionError(f"unknown edition {edition!r}: choose one of {', '.join(EDITIONS)}")
+    source_dir = Path(source_dir)
+    out_dir = Path(out_dir) if out_dir is not None else Path("editions") / edition
+    notebooks = _lesson_notebooks(source_dir)
     manifest = _check_target(out_dir, source_dir)
+    converted = []
+    for path in notebooks:  # everything is converted before anything is written
+        nb = nbformat.read(path, as_version=4)
+        exercise_names(nb)  # validates the stubs
+        converted.append((path.name, EDITION_BUILDERS[edition](nb)))
     for old in manifest["files"]:  # only what an earlier run of this command wrote
         (out_dir / old).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        exercise_names(nb)  # validates the stubs
-        target = out_dir / path.name
-        nbformat.write(student_notebook(nb), target)
-        written.append(target)
+    for name, nb in converted:
+        nbformat.write(nb, out_dir / name)
+        written.append(out_dir / name)
     (out_dir / MARKER).write_text(json.dumps(
-        {"edition": "student", "source": str(source_dir), "files": [p.name for p in written]}, indent=1))
+        {"edition": edition, "source": str(source_dir), "files": [p.name for p in written]}, indent=1))
     return written
+
+
+def write_student_edition(source_dir: str | Path = "notebooks", out_dir: str | Path = "editions/student") -> list[Path]:
+    """Write the student edition of every notebook in ``source_dir`` into ``out_dir``; returns the files."""
+    return write_edition("student", source_dir, out_dir)
+
+
+def write_editions(source_dir: str | Path = "notebooks", out_root: str | Path = "editions") -> dict[str, list[Path]]:
+    """Both editions: ``out_root/student`` and ``out_root/instructor``."""
+    out_root = Path(out_root)
+    for edition in EDITIONS:  # check both folders before writing either
+        _check_target(out_root / edition, Path(source_dir))
+    return {edition: write_edition(edition, source_dir, out_root / edition) for edition in EDITIONS}
 
 
 # ----------------------------------------------------------------------------------------------- slides
@@ -109,13 +157,6 @@ def _reveal_folder() -> Path:
     if spec is None:
         raise EditionError("reveal.js comes from the package sphinx-revealjs==3.2.1; run `make setup`.")
     return Path(next(iter(spec.submodule_search_locations))) / "_static" / "revealjs"
-
-
-def _jquery_file() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("sphinxcontrib.jquery")
-    return Path(next(iter(spec.submodule_search_locations))) / "jquery.js"
 
 
 # MathJax 3 comes from the PyPI package that also serves it to the course website; these are the parts the
@@ -148,20 +189,32 @@ def copy_mathjax_parts(source: Path, target: Path) -> None:
 
 
 def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
-                 mathjax_dir: str | Path | None = "installed", theme: str = "white") -> list[Path]:
-    """reveal.js decks of ``notebooks`` in ``out_dir``, with reveal.js, jQuery and MathJax copied in.
+                 mathjax_dir: str | Path | None = "installed", theme: str = "white",
+                 geometry=None, timings: dict[str, dict[str, float]] | None = None) -> list[Path]:
+    """reveal.js decks of ``notebooks`` in ``out_dir``, with reveal.js and MathJax copied in (nothing is loaded
+    from the web).
 
     ``mathjax_dir``: "installed" (the project's MathJax package; decks show raw TeX if it is missing), a folder
-    holding a MathJax 3 distribution, or None for no math rendering.
+    holding a MathJax 3 distribution, or None for no math rendering. ``geometry``: a
+    :class:`course_lib.slides.Geometry` (default: a 1280x720 slide). ``timings``: minutes per ``##`` section for
+    each lesson (``{"02_attention": {"3. Scaled dot-product attention, step by step": 20, ...}}``), shown by the
+    pacing timer of the speaker view (press ``s``).
     """
     from importlib.resources import files
 
     from nbconvert import SlidesExporter
+    from traitlets.config import Config
 
+    from course_lib.slides import NOTES_TAG, SKIP_TAG, Geometry, css_variables
+
+    paths = [Path(p) for p in notebooks]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise EditionError(f"no such notebook: {', '.join(missing)}")
+    geometry = geometry or Geometry()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copytree(_reveal_folder(), out_dir / "reveal.js", dirs_exist_ok=True)
-    shutil.copy(_jquery_file(), out_dir / "jquery.js")
     mathjax_url = ""
     if mathjax_dir == "installed":
         mathjax_dir = installed_mathjax()
@@ -169,17 +222,43 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
         copy_mathjax_parts(Path(mathjax_dir), out_dir / "mathjax")
         mathjax_url = "mathjax/tex-chtml.js"
     template_dir = Path(str(files("course_lib").joinpath("resources")))
+    config = Config({
+        "TagRemovePreprocessor": {"enabled": True, "remove_cell_tags": {SKIP_TAG}},
+        "RegexRemovePreprocessor": {"enabled": True, "patterns": [r"\s*\Z"]},  # empty cells
+        "CoalesceStreamsPreprocessor": {"enabled": True},  # one stream per cell; \r-overwritten text dropped
+    })
     exporter = SlidesExporter(
-        extra_template_basedirs=[str(template_dir)], template_name="slides_template",
-        reveal_url_prefix="reveal.js", reveal_theme=theme, reveal_scroll=True,
-        jquery_url="jquery.js", require_js_url="", mathjax_url=mathjax_url, font_awesome_url="",
+        config=config, extra_template_basedirs=[str(template_dir)], template_name="slides_template",
+        reveal_url_prefix="reveal.js", reveal_theme=theme, reveal_number="c/t",
+        reveal_width=str(geometry.width), reveal_height=str(geometry.height),
+        require_js_url="", mathjax_url=mathjax_url, font_awesome_url="",
         exclude_input_prompt=True, exclude_output_prompt=True,
     )
     written = []
-    for path in map(Path, notebooks):
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+        resources = {"metadata": {"name": path.stem},
+                     "course_slides": {"geometry": geometry, "css": css_variables(geometry),
+                                       "notes_tag": NOTES_TAG,
+                                       "timings": (timings or {}).get(path.stem, {})}}
+        body, _ = exporter.from_notebook_node(nb, resources=resources)
         target = out_dir / f"{path.stem}.slides.html"
         target.write_text(body, encoding="utf-8")
         written.append(target)
     return written
+
+
+def section_budgets(guide: str | Path) -> dict[str, dict[str, float]]:
+    """Minutes per ``##`` section of each lesson, from the instructor notes (``budget:`` of each lesson entry,
+    keyed by notebook file name): ``{"02_attention": {"1. A sentence and the encoder": 5, ...}}``."""
+    import yaml
+
+    path = Path(guide)
+    if not path.is_file():
+        raise EditionError(f"no instructor notes at {path}")
+    try:
+        notes = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise EditionError(f"{path} is not valid YAML: {error}") from None
+    return {Path(name).stem: dict(entry["budget"]) for name, entry in notes.items()
+            if isinstance(entry, dict) and isinstance(entry.get("budget"), dict)}

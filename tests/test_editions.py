@@ -88,3 +88,56 @@ def test_a_stub_without_a_named_not_implemented_error_is_rejected(tmp_path):
 def test_exercise_names_come_from_the_stubs(tmp_path):
     nb = nbformat.read(_lesson(tmp_path) / "02_demo.ipynb", as_version=4)
     assert editions.exercise_names(nb) == ["02.softmax"]
+
+
+NOTES = "Ask the room what softmax does to a row of equal logits."
+QUESTION = "Why does every row sum to 1?"
+
+
+def _lesson_with_notes(tmp_path: Path) -> Path:
+    source = _lesson(tmp_path)
+    nb = nbformat.read(source / "02_demo.ipynb", as_version=4)
+    nb.cells.insert(1, new_markdown_cell(NOTES, metadata={"tags": ["speaker-notes"]}))
+    nb.cells.insert(2, new_markdown_cell(QUESTION))
+    nbformat.write(nb, source / "02_demo.ipynb")
+    return source
+
+
+def test_student_edition_keeps_the_questions_and_drops_speaker_notes(tmp_path):
+    source = _lesson_with_notes(tmp_path)
+    nb = nbformat.read(editions.write_student_edition(source, tmp_path / "student")[0], as_version=4)
+    sources = [c.source for c in nb.cells]
+    assert QUESTION in sources and NOTES not in sources and SOLUTION not in sources
+    assert nb.metadata["course_edition"] == "student"
+
+
+def test_instructor_edition_keeps_every_cell_and_output(tmp_path):
+    source = _lesson_with_notes(tmp_path)
+    original = nbformat.read(source / "02_demo.ipynb", as_version=4)
+    written = editions.write_edition("instructor", source, tmp_path / "instructor")
+    nb = nbformat.read(written[0], as_version=4)
+    assert [c.source for c in nb.cells] == [c.source for c in original.cells]
+    assert [c.get("outputs") for c in nb.cells] == [c.get("outputs") for c in original.cells]
+    assert nb.metadata["course_edition"] == "instructor"
+
+
+def test_make_editions_writes_both_editions_from_one_source(tmp_path):
+    from course_lib.cli import main
+
+    source = _lesson_with_notes(tmp_path)
+    assert main(["editions", "--source", str(source), "--out", str(tmp_path / "editions")]) == 0
+    student = nbformat.read(tmp_path / "editions" / "student" / "02_demo.ipynb", as_version=4)
+    instructor = nbformat.read(tmp_path / "editions" / "instructor" / "02_demo.ipynb", as_version=4)
+    assert len(instructor.cells) == len(student.cells) + 2  # the solution and the speaker notes
+    assert {c.source for c in instructor.cells} - {c.source for c in student.cells} == {SOLUTION, NOTES}
+
+
+def test_neither_edition_is_written_when_one_folder_holds_foreign_files(tmp_path):
+    source = _lesson(tmp_path)
+    (tmp_path / "editions" / "instructor").mkdir(parents=True)
+    (tmp_path / "editions" / "instructor" / "mine.ipynb").write_text("{}")
+    with pytest.raises(editions.EditionError, match="did not create"):
+        editions.write_editions(source, tmp_path / "editions")
+    assert not (tmp_path / "editions" / "student").exists()
+    with pytest.raises(editions.EditionError, match="unknown edition 'teacher'"):
+        editions.write_edition("teacher", source, tmp_path / "teacher")

@@ -1,32 +1,103 @@
-"""Lecture slides in a real browser (Debian's Chromium, headless) with every request outside the deck's folder
-aborted: the decks of the attention and encoder lessons open, reveal.js starts, the first slides show the
-lesson, arrow keys move through the deck, the math is typeset by the local MathJax, and nothing is fetched
-from the web and no console error happens."""
+"""Every lesson's lecture deck in a real browser (Debian's Chromium, headless, one browser for all decks) at
+1280x720, with every request outside the deck's folder aborted: reveal.js starts and shows the lesson's title;
+no slide's content is taller than the slide once reveal.js has laid it out and MathJax has typeset it; no
+solution is on screen before its exercise's stub and check; every ## section of a lesson whose notes are written
+(teaching_status.py) has speaker notes; the arrow keys move through the deck to its last slide; nothing is
+fetched from the web and no script error happens."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import nbformat
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import sync_playwright
+from teaching_status import LESSONS_WITH_TEACHING_NOTES
 
-from course_lib.editions import installed_mathjax, write_slides
+from course_lib.editions import exercise_names, installed_mathjax, section_budgets, write_slides
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
-LESSONS = ["02_attention", "03_encoder"]
+LESSONS = sorted(path.stem for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+VIEWPORT = {"width": 1280, "height": 720}
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND",
 ]
 TIMEOUT_MS = 60_000
-expect.set_options(timeout=TIMEOUT_MS)
+MAX_KEY_PRESSES = 600
+MATH = re.compile(r"\$\$|(?<!\\)\$[^\s$][^$\n]*\$")  # display math, or inline $...$ (code spans taken out first)
+
+# Every leaf slide, shown with all its fragments: its content height against the slide's height.
+MEASURE_SLIDES = """() => {
+  const out = [];
+  Reveal.getHorizontalSlides().forEach((column, h) => {
+    const stack = column.querySelectorAll(':scope > section');
+    for (let v = 0; v < Math.max(stack.length, 1); v++) {
+      Reveal.slide(h, v, 10000);
+      const slide = Reveal.getCurrentSlide();
+      out.push({h, v, height: slide.scrollHeight, start: slide.innerText.trim().slice(0, 60)});
+    }
+  });
+  return {height: Reveal.getConfig().height, slides: out};
+}"""
+
+# Walk the deck step by step, every slide and every fragment of it in order, as a presenter does with the space
+# bar, and record which exercise stubs, check calls and solutions are on screen at each step.
+WALK_DECK = """() => {
+  const shown = (el) => el.closest('section') === Reveal.getCurrentSlide() && !el.closest('.fragment:not(.visible)');
+  const names = (selector, pattern, nameOf) => [...Reveal.getCurrentSlide().querySelectorAll(selector)]
+      .filter(shown).map(nameOf || ((el) => (el.textContent.match(pattern) || [])[1])).filter(Boolean);
+  const steps = [];
+  Reveal.getHorizontalSlides().forEach((column, h) => {
+    const stack = column.querySelectorAll(':scope > section');
+    for (let v = 0; v < Math.max(stack.length, 1); v++) {
+      const slide = stack.length ? stack[v] : column;
+      const fragments = new Set([...slide.querySelectorAll('.fragment')].map((f) => f.dataset.fragmentIndex));
+      for (let f = -1; f < fragments.size; f++) {
+        Reveal.slide(h, v, f);
+        steps.push({
+          at: [h, v, f],
+          stubs: names('.celltag_exercise', /Exercise\\s+(\\d\\d\\.[\\w-]+)/),
+          calls: names('.celltag_check .jp-InputArea', /check\\(\\s*["'](\\d\\d\\.[\\w-]+)/),
+          solutions: names('.celltag_solution', null, (el) => {
+            const title = el.closest('section').querySelector('h3');
+            return title ? (title.textContent.match(/(\\d\\d\\.[\\w-]+)/) || [])[1] : 'untitled';
+          }),
+        });
+      }
+    }
+  });
+  return steps;
+}"""
+
+# For each column that opens a ## section: its heading and the length of the speaker notes in the column.
+SECTION_NOTES = """() => Reveal.getHorizontalSlides().map((column) => {
+  const heading = column.querySelector('h2');
+  const notes = [...column.querySelectorAll('aside.notes')].map((a) => a.textContent.trim()).join(' ');
+  return heading ? {heading: heading.textContent.replace(/¶/g, '').trim(), notes: notes.length} : null;
+}).filter(Boolean)"""
+
+
+def notebook(lesson: str):
+    return nbformat.read(ROOT / "notebooks" / f"{lesson}.ipynb", as_version=4)
+
+
+def section_headings(lesson: str) -> list[str]:
+    return [line[3:].strip() for cell in notebook(lesson).cells if cell.cell_type == "markdown"
+            for line in cell.source.splitlines() if line.startswith("## ")]
+
+
+def plain(markdown: str) -> str:
+    return re.sub(r"[`*]", "", markdown)
 
 
 @pytest.fixture(scope="module")
 def decks(tmp_path_factory):
     out = tmp_path_factory.mktemp("slides")
-    written = write_slides([ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS], out)
+    budgets = section_budgets(ROOT / "book" / "instructor_notes.yml")
+    written = write_slides([ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS], out, timings=budgets)
     return {path.name.removesuffix(".slides.html"): path for path in written}
 
 
@@ -38,57 +109,136 @@ def browser(chromium_path):
         browser.close()
 
 
-def lesson_title(name: str) -> str:
-    import nbformat
+class OpenDeck:
+    """One deck in its own tab, with what it tried to fetch from elsewhere and every script error it logged."""
 
-    notebook = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-    return notebook.cells[0].source.splitlines()[0].removeprefix("# ").strip()
+    def __init__(self, browser, path: Path):
+        self.page = browser.new_page(viewport=VIEWPORT)
+        self.problems: list[str] = []
+        self.page.on("console", lambda message: self.problems.append(f"console {message.type}: {message.text}")
+                     if message.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
+        self.page.route("**/*", self._guard)
+        self.page.goto(path.as_uri())
+        self.page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=TIMEOUT_MS)
+        self.page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
+        self.page.evaluate("() => Reveal.configure({transition: 'none', backgroundTransition: 'none'})")
+
+    def _guard(self, route):
+        if route.request.url.startswith("file://"):
+            return route.continue_()
+        self.problems.append(f"blocked request: {route.request.url}")
+        return route.abort()
+
+    def indices(self) -> tuple[int, int, int]:
+        i = self.page.evaluate("() => Reveal.getIndices()")
+        return i["h"], i["v"], -1 if i.get("f") is None else i["f"]
+
+
+@pytest.fixture(scope="module")
+def opened(browser, decks):
+    pages: dict[str, OpenDeck] = {}
+
+    def open_deck(lesson: str) -> OpenDeck:
+        if lesson not in pages:
+            pages[lesson] = OpenDeck(browser, decks[lesson])
+        return pages[lesson]
+
+    yield open_deck
+    for deck in pages.values():
+        deck.page.close()
 
 
 def test_deck_folder_carries_reveal_and_mathjax_and_names_no_web_address(decks):
+    assert sorted(decks) == LESSONS
     folder = next(iter(decks.values())).parent
     assert (folder / "reveal.js" / "dist" / "reveal.js").is_file()
+    assert (folder / "reveal.js" / "plugin" / "notes" / "notes.js").is_file()
     assert installed_mathjax() is not None and (folder / "mathjax" / "tex-chtml.js").is_file()
     for path in decks.values():
         html = path.read_text(encoding="utf-8")
         assert 'src="reveal.js/dist/reveal.js"' in html and 'src="mathjax/tex-chtml.js"' in html
-        for cdn in ("cdnjs", "unpkg", "jsdelivr", "cdn.mathjax"):
+        for cdn in ("cdnjs", "unpkg", "jsdelivr", "cdn.mathjax", "require.js"):
             assert cdn not in html, f"{path.name} names {cdn}"
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
-def test_deck_renders_its_first_slides_offline(browser, decks, lesson):
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
-    problems: list[str] = []
-    page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
-            if message.type == "error" else None)
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+def test_deck_opens_on_its_title_and_typesets_the_math(opened, lesson):
+    deck = opened(lesson)
+    deck.page.evaluate("() => Reveal.slide(0, 0, -1)")
+    title = notebook(lesson).cells[0].source.splitlines()[0].removeprefix("# ").strip()
+    first = deck.page.locator(".reveal .slides section.present").last
+    assert title in first.inner_text()
+    if any(MATH.search(re.sub(r"`[^`]*`", "", c.source)) for c in notebook(lesson).cells if c.cell_type == "markdown"):
+        assert deck.page.locator(".reveal mjx-container").count() > 0, "MathJax typeset nothing"
+    assert deck.page.locator(".reveal mjx-merror").count() == 0, "a formula failed to typeset"
 
-    def guard(route):
-        if route.request.url.startswith("file://"):
-            return route.continue_()
-        problems.append(f"blocked request: {route.request.url}")
-        return route.abort()
 
-    page.route("**/*", guard)
-    page.goto(decks[lesson].as_uri())
-    page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=TIMEOUT_MS)
-    total = page.evaluate("() => Reveal.getTotalSlides()")
-    assert total >= 8, f"{lesson}: only {total} slides"
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_slide_is_taller_than_the_screen(opened, lesson):
+    result = opened(lesson).page.evaluate(MEASURE_SLIDES)
+    assert len(result["slides"]) >= 8, f"{lesson}: only {len(result['slides'])} slides"
+    too_tall = [s for s in result["slides"] if s["height"] > result["height"]]
+    assert not too_tall, "\n".join(f"slide {s['h']}/{s['v']}: {s['height']} px > {result['height']} px: "
+                                   f"{s['start']!r}" for s in too_tall)
 
-    first = page.locator(".reveal .slides section.present").first
-    expect(first).to_contain_text(lesson_title(lesson))
-    assert first.bounding_box()["height"] > 100  # something is drawn, not an empty frame
 
-    seen = [page.evaluate("() => Reveal.getIndices()")]
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-        page.wait_for_timeout(400)  # the slide or fragment transition
-        seen.append(page.evaluate("() => Reveal.getIndices()"))
-        assert page.locator(".reveal .slides section.present").last.inner_text().strip(), f"{lesson}: blank slide"
-    assert len({(s["h"], s["v"], s["f"]) for s in seen}) == len(seen), f"{lesson}: the arrow key did not move: {seen}"
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_solution_is_on_screen_before_its_stub_and_check(opened, lesson):
+    steps = opened(lesson).page.evaluate(WALK_DECK)
+    exercises = exercise_names(notebook(lesson))
 
-    page.wait_for_function("() => document.querySelectorAll('mjx-container').length > 0", timeout=TIMEOUT_MS)
-    assert page.locator(".reveal mjx-container").count() > 0  # the local MathJax typeset the lesson's formulas
-    assert not problems, problems
-    page.close()
+    def first_step(kind: str, name: str) -> int | None:
+        return next((i for i, step in enumerate(steps) if name in step[kind]), None)
+
+    shown_solutions = {name for step in steps for name in step["solutions"]}
+    assert shown_solutions == set(exercises), f"solutions on the slides: {shown_solutions}, exercises: {exercises}"
+    for name in exercises:
+        stub, call, solution = first_step("stubs", name), first_step("calls", name), first_step("solutions", name)
+        assert stub is not None and call is not None, f"{name}: its stub or its check call is not on the slides"
+        assert solution > max(stub, call), f"{name}: solution at step {solution}, stub {stub}, check {call}"
+        together = [i for i, step in enumerate(steps) if name in step["stubs"] and name in step["solutions"]]
+        assert not together, f"{name}: solution and stub on screen together at steps {together}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_section_is_a_column_with_speaker_notes_where_they_are_written(opened, lesson):
+    columns = opened(lesson).page.evaluate(SECTION_NOTES)
+    assert [c["heading"] for c in columns] == [plain(h) for h in section_headings(lesson)]
+    if lesson in LESSONS_WITH_TEACHING_NOTES:
+        missing = [c["heading"] for c in columns if c["notes"] < 40]
+        assert not missing, f"{lesson}: sections without speaker notes: {missing}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_arrow_keys_move_through_the_deck_to_its_last_slide(opened, lesson):
+    deck = opened(lesson)
+    page = deck.page
+    page.evaluate("() => Reveal.slide(0, 0, -1)")
+    page.locator(".reveal").click(position={"x": 400, "y": 300})  # focus, as a presenter's first click does
+    page.evaluate("() => Reveal.slide(0, 0, -1)")
+    start = deck.indices()
+    page.keyboard.press("ArrowRight")
+    assert deck.indices() != start, "ArrowRight did not move"
+    columns = page.evaluate("() => Reveal.getHorizontalSlides().length")
+    for key in ("ArrowRight", "ArrowDown"):  # to the last column, then down to its last sub-slide
+        for _ in range(MAX_KEY_PRESSES):
+            before = deck.indices()
+            page.keyboard.press(key)
+            if deck.indices() == before:
+                break
+    h, v, _ = deck.indices()
+    assert h == columns - 1 and page.evaluate("() => Reveal.isLastSlide()"), f"stopped at {h}/{v} of {columns}"
+    stack_sizes = page.evaluate("() => Reveal.getHorizontalSlides().map(c => c.querySelectorAll(':scope > section').length)")
+    column = next(i for i, size in enumerate(stack_sizes) if size > 1)
+    page.evaluate(f"() => Reveal.slide({column}, 0, 10000)")
+    page.keyboard.press("ArrowDown")
+    assert deck.indices()[:2] == (column, 1), "ArrowDown did not open the next sub-slide"
+    assert not deck.problems, deck.problems
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_nothing_was_fetched_from_the_web_and_no_script_failed(opened, lesson):
+    deck = opened(lesson)
+    deck.page.evaluate(WALK_DECK)  # every slide and fragment once
+    assert not deck.problems, deck.problems
