@@ -155,7 +155,9 @@ def _reveal_folder() -> Path:
 
     spec = importlib.util.find_spec("sphinx_revealjs")
     if spec is None:
-        raise EditionError("reveal.js comes from the package sphinx-revealjs==3.2.1; run `make setup`.")
+        from course_lib.install import requirement
+
+        raise EditionError(f"reveal.js comes from the package {requirement('sphinx-revealjs')}; run `make setup`.")
     return Path(next(iter(spec.submodule_search_locations))) / "_static" / "revealjs"
 
 

@@ -37,7 +37,7 @@ def execute(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> dict:
     for cell in nb.cells:
         cell.metadata.pop("execution", None)  # wall-clock stamps from other tools: noise in diffs
     km = KernelManager(kernel_name=CURRENT_ENV_KERNEL_NAME, kernel_spec_manager=NbvalKernelspecManager())
-    client = NotebookClient(nb, km=km, timeout=cell_timeout, record_timing=False, allow_errors=False,
+    client = NotebookClient(nb, km=km, timeout=cell_timeout, record_timing=True, allow_errors=False,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     with ProcessTreeSampler() as sampler:
@@ -52,6 +52,7 @@ def execute(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> dict:
             if km.is_alive():
                 km.shutdown_kernel(now=True)
     wall = time.perf_counter() - start
+    report_slowest_cells(nb)
     nb.metadata[METADATA_KEY] = {"executed": execution_record(nb, PROFILE)}
     nbformat.write(nb, path)
     return {
@@ -63,6 +64,20 @@ def execute(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> dict:
         "date": datetime.date.today().isoformat(),
         **timings.machine_description(),
     }
+
+
+def report_slowest_cells(nb, count: int = 5) -> None:
+    """Print the ``count`` slowest code cells (where a lesson's time goes) and drop nbclient's timestamps."""
+    costs = []
+    for index, cell in enumerate(nb.cells):
+        stamps = cell.metadata.pop("execution", None) or {}
+        begin, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+        if cell.cell_type == "code" and begin and end:
+            seconds = (datetime.datetime.fromisoformat(end.replace("Z", "+00:00"))
+                       - datetime.datetime.fromisoformat(begin.replace("Z", "+00:00"))).total_seconds()
+            costs.append((seconds, index, cell.source.splitlines()[0][:70] if cell.source else ""))
+    for seconds, index, first_line in sorted(costs, reverse=True)[:count]:
+        print(f"    cell {index:3d}: {seconds:6.1f} s  {first_line}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "scripts" / "build_book.sh"
 PLANNED_LESSONS = [
     "00_behind_the_pipeline", "01_tokenization", "02_attention", "03_encoder",
-    "04_masking_and_decoders", "06_features_and_umap", "07_fine_tuning",
+    "04_masking_and_decoders", "05_modern_decoders", "06_features_and_umap", "07_fine_tuning",
+    "08_fine_tuning_at_scale",
 ]
-LESSONS_WITH_ATTENTION_VIEWS = {"02_attention", "04_masking_and_decoders"}
+LESSONS_WITH_ATTENTION_VIEWS = {"02_attention"}  # lesson 04 has none since its SmolLM2 part moved to lesson 05
 VIEW_CONTAINER = "div.course-viz"  # course_lib.viz wraps each BertViz view in one (the script draws an SVG)
 BOOK_PAGES = {"book/intro": "Transformers, from tokens to fine-tuning", "book/setup": "Setup",
               "book/instructors": "For instructors"}

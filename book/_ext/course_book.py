@@ -18,6 +18,7 @@ from sphinx.errors import ExtensionError
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from course_lib.install import requirement
 from course_lib.editions import MATHJAX_DIR_IN_DIST, MATHJAX_DIST, copy_mathjax_parts, installed_mathjax
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def mathjax_source() -> Path:
     if folder is None:
         raise ExtensionError(
             f"MathJax files not found: expected the package {MATHJAX_DIST} (with {MATHJAX_DIR_IN_DIST}/"
-            f"{MATHJAX_ENTRY}); install it with `pip install --no-deps {MATHJAX_DIST}==0.0.2`."
+            f"{MATHJAX_ENTRY}); install it with `pip install --no-deps {requirement(MATHJAX_DIST)}`."
         )
     return folder
 
