@@ -87,9 +87,9 @@ def markdown_finetune(ft: dict) -> list[str]:
                           f"{r['warmup_share']:.0%}", f"{r['schedule_epochs']:g} epoch(s)", padding,
                           "yes" if r["group_by_length"] else "no", r["precision"], r["attention"], r["source"]))
     lines += ["", _row("recipe", "seed", f"time to {target:.2f} (s)", "steps", "examples", "ms / step",
-                       f"accuracy at stop ({setup['validation_rows']})",
+                       "padding share", "MFU", f"accuracy at stop ({setup['validation_rows']})",
                        f"final accuracy ({setup['check_rows']:,})", "eval s (not counted)", "how measured"),
-              _row(*["---"] * 10)]
+              _row(*["---"] * 12)]
     for run in ft["runs"]:
         estimated = run["measured"] != "run to the target"
         if run["reached"]:
@@ -98,7 +98,8 @@ def markdown_finetune(ft: dict) -> list[str]:
             time_text = "not reached" + (" (estimated)" if estimated else f" in {run['examples']:,} examples")
         lines.append(_row(run["recipe"], run["seed"], time_text, run["steps_to_target"] or "-",
                           f"{run['examples_to_target']:,}" if run["examples_to_target"] else "-",
-                          f"{run['seconds_per_step'] * 1000:.0f}", f"{run['accuracy_at_stop']:.3f}",
+                          f"{run['seconds_per_step'] * 1000:.0f}", f"{1 - run['real_tokens'] / run['tokens']:.0%}",
+                          f"{run['mfu']:.1%}" if "mfu" in run else "-", f"{run['accuracy_at_stop']:.3f}",
                           f"{run['final_accuracy']:.3f}", _seconds(run["eval_seconds"]), run["measured"]))
     lines += ["", _row("recipe", f"median time to {target:.2f}, s (min-max)", "median steps",
                        "final accuracy, mean", "course's speed-up (their time / course time), median (per-seed range)"),
