@@ -72,3 +72,27 @@ def chromium_path():
             pytest.fail("Chromium is required for the browser tests in CI (scripts/ensure-chromium.sh installs it).")
         pytest.skip("Chromium not found: install it (apt-get install chromium) or set COURSE_CHROMIUM.")
     return path
+
+
+# Headless Chromium for the browser tests: no GPU, no background traffic, and no host name resolves except
+# localhost, a second wall behind each test's own request filter.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+]
+
+
+def launch_chromium(playwright, chromium_path: str):
+    return playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path):
+    """One headless Chromium per test module."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch_chromium(playwright, chromium_path)
+        yield browser
+        browser.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from playwright.sync_api import sync_playwright
 from teaching_status import LESSONS_WITH_TEACHING_NOTES
 
 from course_lib.editions import exercise_names, installed_mathjax, section_budgets, write_slides
@@ -21,10 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = sorted(path.stem for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 VIEWPORT = {"width": 1280, "height": 720}
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--host-resolver-rules=MAP * ~NOTFOUND",
-]
 TIMEOUT_MS = 60_000
 MAX_KEY_PRESSES = 600
 MATH = re.compile(r"\$\$|(?<!\\)\$[^\s$][^$\n]*\$")  # display math, or inline $...$ (code spans taken out first)
@@ -99,14 +94,6 @@ def decks(tmp_path_factory):
     budgets = section_budgets(ROOT / "book" / "instructor_notes.yml")
     written = write_slides([ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS], out, timings=budgets)
     return {path.name.removesuffix(".slides.html"): path for path in written}
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class OpenDeck:

@@ -18,28 +18,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from course_lib.viz import RUN_CELL_MESSAGE, head_view, model_view, neuron_view, save_page
 
 pytestmark = pytest.mark.browser
 
 TEXT, PAIR = "The cat sat on the mat.", "It was very tired today."
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # a second wall: no name resolves
-]
 TIMEOUT_MS = 60_000  # generous: CI machines are small and busy; every wait below ends as soon as it can
 expect.set_options(timeout=TIMEOUT_MS)
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @contextlib.contextmanager
