@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         use_cpu=not cuda,
         bf16=bf16,
         ddp_backend=("nccl" if cuda else "gloo") if world_size > 1 else None,
+        ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step
         dataloader_num_workers=0,
         seed=args.seed,
         data_seed=args.seed,
@@ -225,11 +226,6 @@ def launch(output_dir: str | os.PathLike, processes: int = 1, timeout: float = 6
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    if processes > 1:
-        # torch.distributed looks up this machine's own host name to form the process group; the notebooks'
-        # network guard refuses any host-name lookup. The processes talk over loopback only, and the Hugging
-        # Face libraries stay offline (HF_HUB_OFFLINE and course_lib's offline mode), so nothing downloads.
-        env.pop("COURSE_BLOCK_NETWORK", None)
     done = subprocess.run(command(output_dir, processes, **options), env=env, capture_output=True, text=True,
                           timeout=timeout)
     log = Path(output_dir) / RUN_LOG

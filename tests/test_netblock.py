@@ -77,6 +77,14 @@ def test_loopback_and_unspecified_addresses_count_as_local_and_others_do_not():
     assert [netblock._is_local_host(h) for h in remote] == [False] * len(remote)
 
 
+def test_this_machines_own_name_counts_as_local_so_torchrun_can_label_its_processes(guard):
+    own = socket.gethostname()
+    assert netblock._is_local_host(own) and netblock._is_local_host(own.upper() + ".")
+    assert not netblock._is_local_host(own + ".example.com")
+    socket.getfqdn(own)  # what torch.distributed's elastic agent does; refused before the guard knew the name
+    assert own not in netblock.blocked_attempts
+
+
 def test_uninstall_restores_the_original_socket_methods():
     before = (socket.socket.__dict__.get("connect"), socket.socket.connect, socket.getaddrinfo)
     netblock.install()

@@ -4,8 +4,9 @@ The course must run offline, so notebook kernels under test run with this guard 
 (``COURSE_BLOCK_NETWORK=1`` and ``scripts/netblock`` on ``PYTHONPATH``, see ``scripts/netblock/sitecustomize.py``).
 A connection to another host, or a name lookup that would ask a DNS server, raises
 :class:`NetworkBlockedError` naming the host *before* the real socket call runs, so no packet leaves.
-Host names other than ``localhost`` are refused without being resolved, even where ``/etc/hosts`` maps
-them to this machine; numeric loopback addresses (``127.0.0.0/8``, ``::1``) always work.
+Host names other than ``localhost`` and this machine's own name (``socket.gethostname()``, which
+``torch.distributed`` looks up to label its processes) are refused without being resolved, even where
+``/etc/hosts`` maps them to this machine; numeric loopback addresses (``127.0.0.0/8``, ``::1``) always work.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import sys
 ENV_VARIABLE = "COURSE_BLOCK_NETWORK"
 LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
+_OWN_NAME = socket.gethostname().strip().lower().rstrip(".")  # this machine: no DNS server is asked about it
 _ORIGINALS: dict[tuple[object, str], object] = {}  # (owner, name) -> what owner.__dict__ held (None: inherited)
 blocked_attempts: list[str] = []  # every refused host, in order (for tests and post-mortems)
 
@@ -31,7 +33,7 @@ def _is_local_host(host) -> bool:
     if isinstance(host, bytes):
         host = host.decode("ascii", "replace")
     host = str(host).strip().lower().rstrip(".")
-    if host in ("", *LOCAL_NAMES):
+    if host in ("", *LOCAL_NAMES) or host == _OWN_NAME:
         return True
     try:
         address = ipaddress.ip_address(host.split("%")[0])  # "fe80::1%eth0" carries a zone index
