@@ -22,15 +22,10 @@ from pathlib import Path
 
 from course_lib import cache
 from course_lib._offline import enable_offline_mode
-from course_lib.errors import (  # noqa: F401  (re-exported: notebooks and tests catch them from here)
-    AssetMissingError,
-    CacheDamagedError,
-    CacheError,
-    CacheNotReadableError,
-    CacheNotWritableError,
-    CacheOutOfDateError,
-    NotEnoughSpaceError,
-)
+# Re-exported: notebooks and tests catch the course's errors from here.
+from course_lib.errors import AssetMissingError, CacheDamagedError, CacheError  # noqa: F401
+from course_lib.errors import CacheNotReadableError, CacheNotWritableError, CacheOutOfDateError  # noqa: F401
+from course_lib.errors import NotEnoughSpaceError  # noqa: F401
 
 enable_offline_mode()
 
