@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             "grad_accum": args.grad_accum,
             "global_batch": global_batch,
             "train_rows": len(train),
+            "eval_rows": len(validation),
             "steps_done": trainer.state.global_step,
             "resumed_from": args.resume_from,
             "stopped_after": args.stop_after or None,

@@ -85,8 +85,8 @@ register(Exercise(
     reference=_reference_lora_forward,
     cases=_forward_cases(),
     mistakes=[
-        Mistake(_forward_no_scaling, "the update is not scaled: multiply it by alpha / r (LoRA's scaling, so "
-                                     "that changing r does not change the size of the update)."),
+        Mistake(_forward_no_scaling, "the update is not scaled: multiply it by alpha / r (LoRA's scaling, "
+                                     "which spares retuning the learning rate when r changes)."),
         Mistake(_forward_inverted_scaling, "the scaling is upside down: it is alpha / r, not r / alpha."),
         Mistake(_forward_alpha_only, "the update is scaled by alpha alone; divide by the rank too: alpha / r."),
         Mistake(_forward_update_only, "that is the low-rank update alone: add the frozen layer's own output "
