@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +99,22 @@ def browser(chromium_path):
         browser = launch_chromium(playwright, chromium_path)
         yield browser
         browser.close()
+
+
+# The course website, built by scripts/build_book.sh (warnings are errors). Building the real site takes minutes, so
+# every test module that looks at it shares one build per test session (the `book_build` fixture).
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_SCRIPT = ROOT / "scripts" / "build_book.sh"
+
+
+def build_book(source: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BOOK_SOURCE": str(source), "BOOK_OUTPUT": str(output), "VENV": str(Path(sys.prefix))}
+    return subprocess.run(["bash", str(BUILD_SCRIPT), "--all", *extra], env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def book_build(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The website of this repository, built once per test session: (the build's result, its html folder)."""
+    output = tmp_path_factory.mktemp("book")
+    return build_book(ROOT, output), output / "_build" / "html"

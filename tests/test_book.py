@@ -7,11 +7,9 @@ while the introduction, setup and instructors pages are always checked.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -20,11 +18,10 @@ from urllib.parse import unquote, urlsplit
 import nbformat
 import pytest
 import yaml
-from conftest import launch_chromium
+from conftest import build_book, launch_chromium
 from bs4 import BeautifulSoup
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD_SCRIPT = ROOT / "scripts" / "build_book.sh"
 PLANNED_LESSONS = [
     "00_behind_the_pipeline", "01_tokenization", "02_attention", "03_encoder",
     "04_masking_and_decoders", "05_modern_decoders", "06_features_and_umap", "07_fine_tuning",
@@ -60,12 +57,6 @@ def notebook_title(notebook) -> str:
 
 def cells_tagged(notebook, tag: str) -> list:
     return [c for c in notebook.cells if c.cell_type == "code" and tag in c.metadata.get("tags", [])]
-
-
-def build_book(source: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BOOK_SOURCE": str(source), "BOOK_OUTPUT": str(output), "VENV": str(Path(sys.prefix))}
-    return subprocess.run(["bash", str(BUILD_SCRIPT), "--all", *extra], env=env, capture_output=True,
-                          text=True, timeout=900)
 
 
 def soup(path: Path) -> BeautifulSoup:
@@ -185,9 +176,8 @@ def test_notebook_outline_reads_objectives_headings_and_exercises_from_the_noteb
 # The real website, built from this repository.
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    output = tmp_path_factory.mktemp("book")
-    return build_book(ROOT, output), output / "_build" / "html"
+def built(book_build) -> tuple[subprocess.CompletedProcess, Path]:
+    return book_build  # built once per test session (conftest), shared with test_instructor_guide.py
 
 
 @pytest.fixture(scope="module")
@@ -244,18 +234,20 @@ def test_instructors_page_shows_the_lesson_timings_or_says_they_are_missing(site
 
 
 @pytest.mark.slow
-def test_instructors_page_has_notes_for_every_lesson_with_links_that_land_on_their_sections(site):
-    page = soup(site / "book" / "instructors.html")
-    text = page.get_text(" ", strip=True)
+def test_instructors_page_links_a_guide_per_lesson_whose_notes_link_to_their_sections(site):
+    guides = {a["href"] for a in soup(site / "book" / "instructors.html").select("a.guide-link")}
     for lesson in present_lessons():
+        assert f"guide/{lesson}.html" in guides, f"the instructors page does not link the guide of {lesson}"
+        page = soup(site / "book" / "guide" / f"{lesson}.html")
+        text = page.get_text(" ", strip=True)
         assert notebook_title(read_notebook(ROOT / "notebooks" / f"{lesson}.ipynb")) in text
-    assert "Common misconceptions" in text and "Live-coding points" in text and "Learning objectives" in text
-    links = page.select("a.notes-section-link")
-    assert len(links) >= 4 * len(present_lessons())
-    for link in links:
-        target, _, anchor = link["href"].partition("#")
-        landing = soup((site / "book" / target).resolve())
-        assert anchor and landing.find(id=anchor) is not None, f"{link['href']} lands on no section"
+        assert "Common misconceptions" in text and "Live-coding points" in text and "Learning objectives" in text
+        links = page.select("a.notes-section-link")
+        assert len(links) >= 4, lesson
+        for link in links:
+            target, _, anchor = link["href"].partition("#")
+            landing = soup((site / "book" / "guide" / target).resolve())
+            assert anchor and landing.find(id=anchor) is not None, f"{link['href']} lands on no section"
 
 
 def written_lesson(lesson: str) -> Path:
