@@ -622,14 +622,15 @@ class InstructorNotes(GuideDirective):
                          f"{session if is_minutes(session) else '–'}", shortest,
                          str(len(entry.get("answers") or [])), str(len(outline["exercises"])),
                          quick_run_time(timings, name)])
-        out = [self.table(["Lesson (its guide)", "Session (min)", "With every cut (min)", "Answer keys",
-                           "Exercises", "Notebook run time (quick profile)"], rows, [34, 10, 12, 10, 10, 24],
-                          ["guide-index"])]
-        paragraph = nodes.paragraph("", "The whole course in one 90-minute lecture, and a term with one lesson a "
-                                        "week: ")
-        paragraph += self.page_link(PLANS_PAGE, "plans for a lecture and a term", classes=["guide-link"])
-        paragraph += nodes.Text(".")
-        return [paragraph, *out]
+        table = self.table(["Lesson", "Session", "Shortest", "Answer keys", "Exercises", "Run time"], rows,
+                           [36, 10, 10, 10, 10, 16], ["guide-index"])
+        legend = nodes.paragraph("", "Session: minutes in class, exercises included; shortest: the session with "
+                                     "every cut its guide suggests; run time: the notebook top to bottom in the quick "
+                                     "profile, as recorded in the timings above. The whole course in one 90-minute lecture, and a "
+                                     "term with one lesson a week: ")
+        legend += self.page_link(PLANS_PAGE, "plans for a lecture and a term", classes=["guide-link"])
+        legend += nodes.Text(".")
+        return [table, legend]
 
 
 class InstructorGuide(GuideDirective):
