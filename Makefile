@@ -9,7 +9,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lab test test-numerics test-full test-fast doctor prepare execute book serve-book bench editions slides timings clean
+.PHONY: setup lab test test-numerics test-numerics-all test-full test-fast doctor prepare execute book serve-book bench editions slides timings clean
 
 setup: $(STAMP)
 
@@ -22,16 +22,20 @@ lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 ## Set up if needed, prepare assets, and run every test (unit, equivalence, browser, notebooks); then the numeric
-## tests and the notebooks once more under a second floating-point configuration (docs/notebook_policy.md).
+## tests and lessons 00-06 once more under a second floating-point configuration (docs/notebook_policy.md).
 test: setup
 	bash scripts/ensure-chromium.sh
 	$(PY) -m course_lib prepare
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-numerics
 
-## The numeric tests and the notebooks under the alternate configuration (portable kernels, one thread).
+## The numeric tests and the notebooks under the alternate configuration (portable kernels, one thread); the
+## lessons that train for minutes (07, 08) only in test-numerics-all, which runs before a release.
 test-numerics: setup
 	env $$($(PY) scripts/kernel_env.py alternate) $(PY) -m pytest -m numeric $(PYTEST_ARGS)
+
+test-numerics-all: setup
+	env $$($(PY) scripts/kernel_env.py alternate) $(PY) -m pytest -m "numeric or numeric_all" $(PYTEST_ARGS)
 
 ## Every notebook in the full profile on whatever device is present; checks each notebook's own assertions.
 test-full: setup
