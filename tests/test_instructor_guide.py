@@ -114,6 +114,40 @@ def test_slides_pace_every_lesson_by_the_guide_budget(notes):
     assert budgets == {Path(name).stem: entry["budget"] for name, entry in notes.items()}
 
 
+# Numbers worth quoting: with a decimal point or a thousands separator, or three digits and more (a lesson number
+# or a small count is not worth a test).
+QUOTED_NUMBER = re.compile(r"(?<![\w.,])(?:\d+\.\d+|\d{1,3}(?:,\d{3})+|\d{3,})(?![\w,]\d)")
+
+
+def notebook_text(name: str) -> str:
+    """What a lesson says and prints: its markdown (speaker notes left out) and its text outputs."""
+    cells = json.loads((ROOT / "notebooks" / name).read_text(encoding="utf-8"))["cells"]
+    parts = []
+    for cell in cells:
+        if "speaker-notes" not in cell.get("metadata", {}).get("tags", []):
+            parts.append("".join(cell["source"]))
+        for output in cell.get("outputs", []):
+            parts.append("".join(output.get("text", "")))
+            parts.append("".join(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def numbers_not_in(text: str, printed: str) -> list[str]:
+    def printed_as(number: str) -> bool:
+        return re.search(rf"(?<![\d.,]){re.escape(number)}(?![\d]|[.,]\d)", printed) is not None
+
+    return [n for n in QUOTED_NUMBER.findall(text) if not printed_as(n) and not printed_as(n.replace(",", ""))]
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_answer_keys_and_misconceptions_quote_only_numbers_the_notebook_prints(notes, lesson):
+    printed = notebook_text(lesson)
+    texts = [key["answer"] for key in notes[lesson]["answers"]] + [m["truth"] for m in notes[lesson]["misconceptions"]]
+    invented = {n for text in texts for n in numbers_not_in(text, printed)}
+    assert not invented, f"{lesson}: numbers the notebook does not print: {sorted(invented)}"
+    assert numbers_not_in("a made-up figure: 0.12345 and 98,765", printed) == ["0.12345", "98,765"]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Each check catches its breakage (one broken input per check).
 
