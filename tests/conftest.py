@@ -118,3 +118,12 @@ def book_build(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """The website of this repository, built once per test session: (the build's result, its html folder)."""
     output = tmp_path_factory.mktemp("book")
     return build_book(ROOT, output), output / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def site(book_build) -> Path:
+    """The built website's HTML folder; a failed build fails the tests that read it, with the build's log."""
+    result, html = book_build
+    if result.returncode != 0:
+        pytest.fail(f"the website did not build:\n{(result.stdout + result.stderr)[-6000:]}")
+    return html

@@ -185,14 +185,6 @@ def build(built) -> subprocess.CompletedProcess:
     return built[0]
 
 
-@pytest.fixture(scope="module")
-def site(built) -> Path:
-    result, html = built
-    if result.returncode != 0:
-        pytest.fail(f"the website did not build:\n{(result.stdout + result.stderr)[-6000:]}")
-    return html
-
-
 @pytest.mark.slow
 def test_book_builds_offline_with_warnings_as_errors(build):
     log = build.stdout + build.stderr
