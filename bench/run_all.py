@@ -159,15 +159,21 @@ def markdown_features(fx: dict) -> list[str]:
              f"Every review (mean {fx['mean_tokens']:.1f} tokens) to one {fx['feature_shape'][1]}-number vector. "
              f"Course: `course_lib.features.extract_features` (batches of {fx['batch_size']} sorted by length, "
              "transformers `BertModel`, SDPA). Pipeline: a plain loop over `pipeline(\"feature-extraction\")`, one "
-             "review at a time, tokens averaged in NumPy. onnxruntime: the encoder and mean pooling exported to ONNX "
+             f"review at a time, tokens averaged in NumPy; one at a time, its rate does not depend on how many it "
+             f"sees, so it encodes a random sample of {fx['texts_encoded'][feature_extraction.PIPELINE]:,} reviews "
+             f"(seed {fx['pipeline_sample_seed']}, mean "
+             f"{fx['mean_tokens_encoded'][feature_extraction.PIPELINE]:.1f} tokens), compared with the course's "
+             "features of the same reviews. onnxruntime: the encoder and mean pooling exported to ONNX "
              f"(opset 17), batched like the course, providers {fx['onnx_providers']}. Time counts tokenizing, forward "
              f"and pooling; loading (and exporting) is apart. Same features within {fx['tolerance']:g}: "
              f"**{fx['same_features']}**.", "",
-             _row("way", "texts/s", "seconds", "vs course", "max abs diff vs course", "load / export s"),
-             _row(*["---"] * 6)]
+             _row("way", "texts/s", "reviews encoded", "seconds", "vs course", "max abs diff vs course",
+                  "load / export s"),
+             _row(*["---"] * 7)]
     for name, rate in fx["texts_per_second"].items():
         diff = fx["max_abs_diff_vs_course"].get(name)
-        lines.append(_row(name, f"{rate:,.0f}", _seconds(fx["seconds"][name]), f"{rate / course:.2f}x",
+        lines.append(_row(name, f"{rate:,.0f}", f"{fx['texts_encoded'][name]:,}", _seconds(fx["seconds"][name]),
+                          f"{rate / course:.2f}x",
                           "-" if diff is None else f"{diff:.1e}", _seconds(fx["load_seconds"][name])))
     return lines + [""]
 

@@ -167,6 +167,8 @@ def test_the_three_feature_extractors_give_the_same_features(smoke):
     fx = smoke["results"]["features"]
     assert set(fx["texts_per_second"]) == {"course extract_features", "pipeline loop", "onnxruntime"}
     assert fx["same_features"] is True and fx["feature_shape"] == [fx["texts"], 384]
+    # the one-at-a-time loop encodes a sample, compared with the course's features of those same reviews
+    assert 0 < fx["texts_encoded"]["pipeline loop"] < fx["texts"] == fx["texts_encoded"]["onnxruntime"]
     assert all(diff <= fx["tolerance"] for diff in fx["max_abs_diff_vs_course"].values())
 
 
