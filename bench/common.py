@@ -59,6 +59,33 @@ def load_average() -> list[float] | None:
         return None
 
 
+def cpu_clock() -> dict | None:
+    """Core-seconds so far: the whole machine busy (``/proc/stat``: user, nice, system, irq, softirq and steal,
+    the time a hypervisor gave to other guests), and this process with its finished children (``os.times``); with
+    the wall clock. None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    times = os.times()
+    return {"machine_busy": (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+            "own": times.user + times.system + times.children_user + times.children_system,
+            "wall": time.monotonic()}
+
+
+def others_cpu(start: dict | None, end: dict | None, cores: int) -> dict | None:
+    """What other processes (and other guests, through steal) took between two :func:`cpu_clock` readings:
+    core-seconds, and their share of the ``cores`` x wall time there was."""
+    if start is None or end is None:
+        return None
+    wall = end["wall"] - start["wall"]
+    others = max(0.0, (end["machine_busy"] - start["machine_busy"]) - (end["own"] - start["own"]))
+    return {"core_seconds": round(others, 1), "share": round(others / (cores * wall), 4) if wall > 0 else 0.0,
+            "wall_seconds": round(wall, 1)}
+
+
 # The CPU features that decide how fast a matmul can go: vector width, fused multiply-add, native bf16 (AVX512-BF16
 # dot products, AMX tiles), int8 dot products.
 MATMUL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")

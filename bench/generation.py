@@ -14,10 +14,7 @@ import common
 from course_lib.assets import load_decoder, load_decoder_tokenizer
 from course_lib.generation import generate
 
-try:
-    from course_lib.llama import load_pretrained_decoder
-except ImportError:  # the course's Llama model before it moved out of course_lib.decoder
-    from course_lib.decoder import load_pretrained_decoder
+from course_lib.llama import load_pretrained_decoder
 
 PROMPT = "Once upon a time, in a small village,"
 CACHED = "course decoder, KV cache"
@@ -33,8 +30,9 @@ def run(device: torch.device, new_tokens: int = 64, repeats: int = 3, quick: boo
         raise ValueError(f"need --new-tokens >= 1 and --repeats >= 1, got {new_tokens} and {repeats}")
     tokenizer = load_decoder_tokenizer()
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids.to(device)  # (1, T)
-    ours = load_pretrained_decoder().to(device)
-    hf_sdpa = load_decoder(attn_implementation="sdpa").to(device)
+    with common.quiet_transformers():  # no progress bar over the weights
+        ours = load_pretrained_decoder().to(device)
+        hf_sdpa = load_decoder(attn_implementation="sdpa").to(device)
     eos = hf_sdpa.generation_config.eos_token_id
 
     def hf_run(model):

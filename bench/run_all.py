@@ -27,6 +27,7 @@ import generation
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SECTIONS = ("finetune", "features", "generation")
+QUIET_SHARE = 0.05  # other processes may take up to this share of the CPU time for a run to count as quiet
 
 
 def _row(*cells) -> str:
@@ -216,7 +217,8 @@ def readme_table(results: dict) -> str:
         fx = results["features"]
         rows.append(_row(f"{fx['texts']:,} reviews to features, texts/s", ", ".join(
             f"{name} {rate:,.0f}" for name, rate in fx["texts_per_second"].items()) +
-            f"; same features: {fx['same_features']}"))
+            f" (the pipeline loop on a sample of {fx['texts_encoded'][feature_extraction.PIPELINE]:,}); same "
+            f"features: {fx['same_features']}"))
     if "generation" in results:
         gen = results["generation"]
         rates = {name: t["median"] for name, t in gen["tokens_per_second"].items()}
@@ -249,12 +251,19 @@ def write(results: dict, out: Path, device_type: str) -> tuple[Path, Path]:
     return paths
 
 
-def load_note(samples: list[list[float]], threads: int, cores: int) -> str:
-    """Whether other jobs shared the machine: the load before the start, or a load during the run above what the
-    benchmark's own ``threads`` explain."""
+def load_note(samples: list[list[float]], others: dict | None, threads: int, cores: int) -> str:
+    """Whether other jobs shared the machine during the run: the CPU time other processes took (``others``, from
+    ``/proc/stat``, exact), or where that is missing, a load average above what the benchmark's own ``threads``
+    explain. (A load average also counts what ran in the minute before the start, such as ``make``'s setup.)"""
+    if others is not None:
+        taken = (f"other processes took {others['core_seconds']:,.0f} core-seconds, {others['share']:.1%} of the "
+                 f"{cores} cores over the {others['wall_seconds'] / 60:.1f} min run")
+        if others["share"] > QUIET_SHARE:
+            return (f"**Shared machine**: {taken}, so the timings are slower and noisier than on a quiet machine.")
+        return f"Quiet machine: {taken}."
     samples = [sample for sample in samples if sample]
     if not samples:
-        return "No load average on this system."
+        return "No load average or CPU accounting on this system."
     before, peak = samples[0][0], max(sample[0] for sample in samples[1:] or samples)
     if before > 0.5 or peak > threads + 0.5:
         return (f"**Shared machine**: 1-minute load {before:.1f} before the start and up to {peak:.1f} during the run "
@@ -273,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     out = args.out or (Path(tempfile.mkdtemp(prefix="bench-quick-")) if args.quick else RESULTS)
     loads = [common.load_average()]  # before anything starts, then after each section
+    clock = common.cpu_clock()
     device = common.setup(args.device, args.threads)
     machine = common.machine_info(device)
     print("machine:", common.describe_machine(machine), flush=True)
@@ -301,10 +311,13 @@ def main(argv: list[str] | None = None) -> dict:
     if "generation" in args.only:
         results["generation"] = section("generation: SmolLM2-135M, greedy",
                                         lambda: generation.run(device, quick=args.quick), generation.report)
+    cores = machine["logical_cores"] or 1
+    others = common.others_cpu(clock, common.cpu_clock(), cores)
     results["meta"] = {"command": " ".join(["python", "bench/run_all.py", *(sys.argv[1:] if argv is None else argv)]),
                        "quick": args.quick, "total_seconds": time.perf_counter() - start,
                        "load_average_start": loads[0], "load_average_end": loads[-1], "load_averages": loads,
-                       "load_note": load_note(loads, machine["torch_threads"], machine["logical_cores"] or 1)}
+                       "other_processes_cpu": others,
+                       "load_note": load_note(loads, others, machine["torch_threads"], cores)}
     json_path, md_path = write(results, out, device.type)
     print(f"\n{markdown(results)}\nwrote {json_path} and {md_path}\n\nfor README.md:\n{readme_table(results)}")
     return results

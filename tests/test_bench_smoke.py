@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,41 @@ def test_flop_count_rejects_a_negative_length():
         flops.forward_flops(-1, 384, 1536, 6)
 
 
+SPIN = "import time\nend = time.process_time() + {seconds}\nwhile time.process_time() < end:\n    pass\n"
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists() or not hasattr(os, "waitid"), reason="reads /proc/stat")
+def test_cpu_accounting_counts_other_processes_and_not_the_benchmarks_own_work():
+    import common
+
+    cores = os.cpu_count() or 1
+    start = common.cpu_clock()
+    exec(SPIN.format(seconds=1.0))  # the benchmark's own work
+    own = common.cpu_clock()
+    assert own["own"] - start["own"] >= 0.9
+    assert common.others_cpu(start, own, cores)["core_seconds"] < 0.5
+    # another process: its time is read before it is reaped, so it is not one of this process's finished children
+    other = subprocess.Popen([sys.executable, "-c", SPIN.format(seconds=1.5)])
+    os.waitid(os.P_PID, other.pid, os.WEXITED | os.WNOWAIT)
+    end = common.cpu_clock()
+    other.wait()
+    taken = common.others_cpu(own, end, cores)
+    assert taken["core_seconds"] >= 1.2 and 0 < taken["share"] <= 1
+
+
+def test_load_note_says_shared_only_when_others_took_cpu_time():
+    import run_all
+
+    quiet = {"core_seconds": 3.0, "share": 0.001, "wall_seconds": 1000.0}
+    busy = {"core_seconds": 600.0, "share": 0.3, "wall_seconds": 1000.0}
+    high_load = [[1.6, 1.3, 1.4], [2.0, 2.0, 1.8]]  # e.g. make's setup in the minute before the start
+    assert run_all.load_note(high_load, quiet, 2, 2).startswith("Quiet machine")
+    assert run_all.load_note(high_load, busy, 2, 2).startswith("**Shared machine**")
+    assert "30.0%" in run_all.load_note(high_load, busy, 2, 2)
+    assert run_all.load_note(high_load, None, 2, 2).startswith("**Shared machine**")  # load average only
+    assert run_all.load_note([[0.1, 0.1, 0.1], [2.0, 2.0, 1.0]], None, 2, 2).startswith("Quiet machine")
+
+
 # ----------------------------------------------------------------------------------------------- smoke run
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
@@ -120,6 +156,8 @@ def test_smoke_run_describes_the_machine_and_its_load(smoke):
     assert machine["device"] == "cpu" and machine["gpu"] is None
     assert machine["torch"] and machine["transformers"] and "avx2" in machine["cpu_flags"]
     assert len(meta["load_averages"]) == 4 and meta["load_note"]  # before, then after each of three sections
+    if Path("/proc/stat").exists():
+        assert 0 <= meta["other_processes_cpu"]["share"] <= 1 and meta["other_processes_cpu"]["wall_seconds"] > 0
     assert "machine:" in smoke["stdout"] and machine["cpu"] in smoke["markdown"]
 
 
