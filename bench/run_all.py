@@ -1,7 +1,7 @@
 """Run every benchmark and write the results to ``bench/results/``: ``results.{json,md}`` on the CPU,
 ``results_cuda.{json,md}`` with ``--device cuda``.
 
-    python bench/run_all.py                 # CPU: under 20 minutes on a quiet 2-core machine
+    python bench/run_all.py                 # CPU: about 17 minutes on a quiet 2-core machine
     python bench/run_all.py --device cuda   # a GPU: every recipe, the naive one included, runs to the target
     python bench/run_all.py --quick         # smoke mode: tiny sizes, about a minute; writes to a temporary folder
 

@@ -225,3 +225,23 @@ def test_markdown_report_has_every_table_and_marks_smoke_mode(smoke):
         assert heading in text
     assert "| course |" in text and "| hf-default |" in text and "| naive |" in text and "(estimated)" in text
     assert "smoke mode" in text
+
+
+def test_readme_quotes_the_recorded_cpu_run():
+    """The numbers README.md gives under "Benchmarks" are those of bench/results/results.json."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Benchmarks"):readme.index("## Tests")]
+    results = json.loads((ROOT / "bench" / "results" / "results.json").read_text(encoding="utf-8"))
+    assert not results["meta"]["quick"]
+    ft, fx, gen = results["finetune"], results["features"], results["generation"]
+    course, hf = ft["summary"]["course"]["time_to_target"], ft["summary"]["hf-default"]["time_to_target"]
+    quoted = [f"{course['median']:.1f} s median ({course['min']:.1f}-{course['max']:.1f} over 3 seeds)",
+              f"{hf['median']:.1f} s", f"**{ft['summary']['speedup_of_course_over']['hf-default']['median_time_ratio']:.1f}x**",
+              f"**{ft['summary']['speedup_of_course_over']['naive']['median_time_ratio']:.0f}x**",
+              *(f"{m['mfu']:.1%}".replace("%", " %") for m in ft["mfu"].values()),
+              *(f"{rate:.0f}" for rate in fx["texts_per_second"].values()),
+              *(f"{t['median']:.1f} tokens/s" if name.endswith("KV cache") else f"{t['median']:.1f}"
+                for name, t in gen["tokens_per_second"].items()),
+              f"{fx['texts_encoded']['pipeline loop']:,}", f"{fx['texts']:,} reviews"]
+    missing = [text for text in quoted if text not in section]
+    assert not missing, f"README's benchmark section does not quote the recorded run: {missing}"
