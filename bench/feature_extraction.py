@@ -12,7 +12,8 @@
 
 All three start from the same weights (course_lib.assets.encoder_path()) and must give the same features within
 ``TOLERANCE``; the time counts tokenizing, the forward passes and pooling, not loading or exporting the model
-(those are reported apart). A warm-up batch runs before each timing.
+(those are reported apart). A warm-up batch of each way runs first; then each way is timed on each of ``FOLDS``
+interleaved thirds of its reviews in turn, which gives a median and a spread from a single pass.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ TOLERANCE = 1e-4  # max abs difference allowed between any two ways' features
 QUICK_TEXTS = 48
 PIPELINE_SAMPLE = 2000  # reviews the one-at-a-time pipeline loop encodes (a seeded random sample)
 PIPELINE_SEED = 0
+FOLDS = 3  # each way is timed on 3 interleaved thirds of its reviews: a median and a spread from one pass
 QUICK_PIPELINE_SAMPLE = 24  # in smoke mode too, so that the sampled rows are compared with the right ones
 
 
@@ -103,6 +105,14 @@ def pipeline_features(extractor, texts: list[str]) -> np.ndarray:
     return np.stack([np.asarray(extractor(text)[0], dtype=np.float32).mean(axis=0) for text in texts])  # (N, D)
 
 
+def interleave(parts: list[np.ndarray]) -> np.ndarray:
+    """Undo ``rows[fold::len(parts)]``: part ``k`` holds rows k, k + F, k + 2F, ... of the whole, (n, D)."""
+    out = np.empty((sum(len(part) for part in parts), parts[0].shape[1]), dtype=parts[0].dtype)
+    for fold, part in enumerate(parts):
+        out[fold::len(parts)] = part
+    return out
+
+
 def sample_rows(total: int, size: int, seed: int = PIPELINE_SEED) -> np.ndarray:
     """``size`` distinct row numbers out of ``total`` (all of them when ``size >= total``), drawn with ``seed``,
     in increasing order."""
@@ -146,11 +156,17 @@ def run(device: torch.device, quick: bool = False, texts_limit: int | None = Non
         }
         rows = {name: np.arange(len(texts)) for name in ways}
         rows[PIPELINE] = sample_rows(len(texts), QUICK_PIPELINE_SAMPLE if quick else PIPELINE_SAMPLE)
-        features, seconds = {}, {}
-        for name, way in ways.items():
+        for way in ways.values():
             way(warm)  # warm-up
-            items = [texts[i] for i in rows[name]]
-            seconds[name], features[name] = common.time_call(lambda: way(items), device)
+        folds = min(FOLDS, *(len(r) for r in rows.values()))  # a tiny --texts has fewer folds, none empty
+        features = {name: [None] * folds for name in ways}
+        seconds = {name: [] for name in ways}
+        for fold in range(folds):  # fold by fold, every way in turn: drift in the machine's speed hits all alike
+            for name, way in ways.items():
+                items = [texts[i] for i in rows[name][fold::folds]]
+                took, features[name][fold] = common.time_call(lambda: way(items), device)
+                seconds[name].append(took)
+    features = {name: interleave(parts) for name, parts in features.items()}  # (n, D) in the order of rows[name]
     reference = features[COURSE]  # (N, D), every review
     diffs = {name: float(np.abs(value - reference[rows[name]]).max())
              for name, value in features.items() if name != COURSE}
@@ -162,8 +178,12 @@ def run(device: torch.device, quick: bool = False, texts_limit: int | None = Non
         "mean_tokens_encoded": {name: float(lengths[r].mean()) for name, r in rows.items()},
         "pipeline_sample_seed": PIPELINE_SEED,
         "batch_size": BATCH_SIZE,
-        "seconds": seconds,
-        "texts_per_second": {name: len(rows[name]) / s for name, s in seconds.items()},
+        "folds": folds,
+        "seconds": {name: sum(parts) for name, parts in seconds.items()},
+        "texts_per_second": {name: len(rows[name]) / sum(parts) for name, parts in seconds.items()},
+        "texts_per_second_by_fold": {name: common.spread([len(rows[name][fold::folds]) / took
+                                                          for fold, took in enumerate(parts)])
+                                     for name, parts in seconds.items()},
         "load_seconds": load_seconds,
         "onnx_providers": providers,
         "max_abs_diff_vs_course": diffs,
@@ -173,6 +193,17 @@ def run(device: torch.device, quick: bool = False, texts_limit: int | None = Non
     }
 
 
+def compare_folds(result: dict, name: str) -> str:
+    """How way ``name`` compares with the course, said only as far as the timings of every fold agree."""
+    mine, course = result["texts_per_second_by_fold"][name], result["texts_per_second_by_fold"][COURSE]
+    ratio = result["texts_per_second"][name] / result["texts_per_second"][COURSE]
+    if mine["min"] > course["max"]:
+        return f"faster than the course in every fold ({ratio:.2f}x overall)"
+    if mine["max"] < course["min"]:
+        return f"slower than the course in every fold ({ratio:.2f}x overall)"
+    return f"as fast as the course within the spread of the folds ({ratio:.2f}x overall; the fold ranges overlap)"
+
+
 def report(result: dict) -> str:
     """A short text summary of :func:`run`'s result."""
     lines = [f"{result['texts']} reviews (mean {result['mean_tokens']:.1f} tokens) -> features "
@@ -180,8 +211,10 @@ def report(result: dict) -> str:
     course = result["texts_per_second"][COURSE]
     for name, rate in result["texts_per_second"].items():
         diff = result["max_abs_diff_vs_course"].get(name)
-        lines.append(f"  {name:24s} {rate:8.1f} texts/s ({result['texts_encoded'][name]} texts in {result['seconds'][name]:.1f} s; x{rate / course:.2f} the "
+        by_fold = result["texts_per_second_by_fold"][name]
+        lines.append(f"  {name:24s} {rate:8.1f} texts/s (folds {by_fold['min']:.1f}-{by_fold['max']:.1f}; {result['texts_encoded'][name]} texts in {result['seconds'][name]:.1f} s; x{rate / course:.2f} the "
                      f"course's){'' if diff is None else f'; max abs diff {diff:.1e}'}")
+    lines += [f"  {name}: {compare_folds(result, name)}" for name in result["texts_per_second"] if name != COURSE]
     lines.append(f"  same features within {result['tolerance']:g}: {result['same_features']}")
     return "\n".join(lines)
 

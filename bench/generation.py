@@ -44,16 +44,18 @@ def run(device: torch.device, new_tokens: int = 64, repeats: int = 3, quick: boo
         UNCACHED: lambda: generate(ours, ids, new_tokens, eos_token_id=eos, use_cache=False),
         HF_SDPA: hf_run(hf_sdpa),
     }
-    outputs, speeds = {}, {}
+    outputs, speeds, every_output = {}, {}, []
     with torch.inference_mode():
         for name, fn in runs.items():
             outputs[name] = fn()  # warm-up
+            every_output.append(outputs[name])
             rates = []
             for _ in range(repeats):
                 seconds, outputs[name] = common.time_call(fn, device)
+                every_output.append(outputs[name])
                 rates.append((outputs[name].shape[1] - ids.shape[1]) / seconds)
             speeds[name] = common.spread(rates)
-    reference = outputs[HF_SDPA]
+    reference = outputs[HF_SDPA]  # (1, T + new)
     tokens_per_second = {name: s["median"] for name, s in speeds.items()}
     return {
         "prompt": PROMPT,
@@ -65,7 +67,8 @@ def run(device: torch.device, new_tokens: int = 64, repeats: int = 3, quick: boo
             "cache_over_no_cache": tokens_per_second[CACHED] / tokens_per_second[UNCACHED],
             "course_cache_over_transformers_sdpa": tokens_per_second[CACHED] / tokens_per_second[HF_SDPA],
         },
-        "same_tokens": all(torch.equal(output, reference) for output in outputs.values()),
+        "runs_compared": len(every_output),  # warm-ups included
+        "same_tokens": all(torch.equal(output, reference) for output in every_output),
         "text": tokenizer.decode(reference[0]),
     }
 

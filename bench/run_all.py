@@ -38,6 +38,12 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def _borrowed(run: dict, key: str) -> str:
+    """An accuracy of ``run``, marked where it is another recipe's (an estimated run that was not trained)."""
+    source = run.get("accuracies_from")
+    return f"{run[key]:.3f}" + (f" ({source}'s)" if source else "")
+
+
 def _spread(s: dict | None, fmt=_seconds) -> str:
     return "-" if s is None else f"{fmt(s['median'])} ({fmt(s['min'])}-{fmt(s['max'])})"
 
@@ -77,7 +83,8 @@ def markdown_finetune(ft: dict) -> list[str]:
              f"examples. The clock runs from loading the tokenizer and weights and tokenizing the "
              f"{setup['train_rows']:,} training reviews to the first evaluation at the target; **evaluation time is "
              f"not counted** (its column shows it). A run stops unreached after {setup['max_examples']:,} examples. "
-             f"Final accuracy: the stopped model on the whole validation split ({setup['check_rows']:,} reviews). "
+             f"Held-out accuracy: the stopped model on the other {setup['check_rows']:,} validation reviews, which "
+             "played no part in deciding when to stop. "
              f"Seeds {setup['seeds']}; one training loop for all recipes does what `Trainer` does per step.", "",
              _row("recipe", "batch", "lr", "weight decay", "warm-up", "linear decay over", "padding",
                   "length-grouped", "precision", "attention", "from"),
@@ -89,7 +96,7 @@ def markdown_finetune(ft: dict) -> list[str]:
                           "yes" if r["group_by_length"] else "no", r["precision"], r["attention"], r["source"]))
     lines += ["", _row("recipe", "seed", f"time to {target:.2f} (s)", "steps", "examples", "ms / step",
                        "padding share", "MFU", f"accuracy at stop ({setup['validation_rows']})",
-                       f"final accuracy ({setup['check_rows']:,})", "eval s (not counted)", "how measured"),
+                       f"held-out accuracy ({setup['check_rows']:,})", "eval s (not counted)", "how measured"),
               _row(*["---"] * 12)]
     for run in ft["runs"]:
         estimated = run["measured"] != "run to the target"
@@ -100,10 +107,11 @@ def markdown_finetune(ft: dict) -> list[str]:
         lines.append(_row(run["recipe"], run["seed"], time_text, run["steps_to_target"] or "-",
                           f"{run['examples_to_target']:,}" if run["examples_to_target"] else "-",
                           f"{run['seconds_per_step'] * 1000:.0f}", f"{1 - run['real_tokens'] / run['tokens']:.0%}",
-                          f"{run['mfu']:.1%}" if "mfu" in run else "-", f"{run['accuracy_at_stop']:.3f}",
-                          f"{run['final_accuracy']:.3f}", _seconds(run["eval_seconds"]), run["measured"]))
+                          f"{run['mfu']:.1%}" if "mfu" in run else "-", _borrowed(run, "accuracy_at_stop"),
+                          _borrowed(run, "final_accuracy"), _seconds(run["eval_seconds"]), run["measured"]))
     lines += ["", _row("recipe", f"median time to {target:.2f}, s (min-max)", "median steps",
-                       "final accuracy, mean", "course's speed-up (their time / course time), median (per-seed range)"),
+                       "held-out accuracy, mean", "course's speed-up: their median time / course's median time "
+                       "(per-seed ratios, min-max)"),
               _row(*["---"] * 5)]
     for r in ft["recipes"]:
         mine, speed = s[r["name"]], s["speedup_of_course_over"].get(r["name"])
@@ -116,7 +124,9 @@ def markdown_finetune(ft: dict) -> list[str]:
             speed_text = "no claim: a run did not reach the target"
         lines.append(_row(r["name"], _spread(mine["time_to_target"]),
                           _spread(mine["steps_to_target"], lambda v: f"{v:.0f}"),
-                          f"{mine['final_accuracy']['mean']:.3f}", speed_text))
+                          f"{mine['final_accuracy']['mean']:.3f}" + (f" ({r['same_arithmetic_as']}'s runs)" if
+                                                                      r["same_arithmetic_as"] and setup["extrapolated"]
+                                                                      else ""), speed_text))
     naive = next((r for r in ft["recipes"] if r["same_arithmetic_as"]), None)
     if naive and setup["extrapolated"]:
         lines += ["", f"The {naive['name']} recipe is **estimated, not run to the target**: its steps to the target "
@@ -125,7 +135,9 @@ def markdown_finetune(ft: dict) -> list[str]:
                   f"tolerance, as `tests/test_bench_smoke.py` checks), times the median of "
                   f"{setup['timed_steps']} of its real steps at {naive['pad_to']} tokens, plus its measured setup. "
                   "Dropout would draw other masks over the larger padded tensors: an equally likely draw of the same "
-                  "training, not the same one."]
+                  f"training, not the same one. Its accuracies, and whether it reaches the target, are therefore "
+                  f"those of the {naive['same_arithmetic_as']} runs (marked so): it was not trained to the target "
+                  "here."]
     lines += ["", "A speed-up is claimed only where both recipes reached the target on every seed.", ""]
     return lines
 
@@ -136,7 +148,8 @@ def markdown_mfu(ft: dict) -> list[str]:
              "`torch.matmul` on square matrices). Model FLOPs per training step = 3 x forward, forward per sequence "
              "of T tokens = L x (8 T d^2 + 4 T d f + 4 T^2 d) + 2 d^2 + 2 d C (projections, feed-forward, attention "
              "scores and weighted sum; pooler and classifier), i.e. 6 x (12 L d^2 layer weights) x tokens + 12 L T d "
-             "x tokens; L = 6, d = 384, f = 1536, C = 2. Softmax, LayerNorm, GELU and the optimiser are not counted. "
+             "x tokens + the pooler and classifier; L = 6, d = 384, f = 1536, C = 2. Softmax, LayerNorm, GELU and "
+             "the optimiser are not counted. "
              "\"As computed\" counts padded tokens (the work the hardware did); \"real tokens\" leaves padding out. "
              f"The same {next(iter(ft['mfu'].values()))['steps']} course-recipe batches (seed 0) in each precision.",
              "", _row("precision", "peak matmul GFLOP/s (n)", "achieved model GFLOP/s", "MFU (as computed)",
@@ -146,6 +159,13 @@ def markdown_mfu(ft: dict) -> list[str]:
         p = peaks[name]
         lines.append(_row(name, f"{p['flops_per_second'] / 1e9:.1f} ({p['size']})", f"{m['flops_per_second'] / 1e9:.1f}",
                           f"**{m['mfu']:.1%}**", f"{m['useful_mfu']:.1%}", f"{m['tokens_per_second']:,.0f}"))
+    if "bfloat16" in ft["mfu"] and "float32" in ft["mfu"]:
+        half, full = ft["mfu"]["bfloat16"], ft["mfu"]["float32"]
+        ratio = peaks["bfloat16"]["flops_per_second"] / peaks["float32"]["flops_per_second"]
+        lines += ["", f"bfloat16 trained {half['tokens_per_second'] / full['tokens_per_second']:.2f}x float32's "
+                  f"tokens per second, against a matmul peak {ratio:.1f}x as high: MFU {half['mfu']:.1%} vs "
+                  f"{full['mfu']:.1%}. The course recipe trains in bfloat16 where the hardware computes it natively; "
+                  "the float32 row is the same batches in float32, for comparison."]
     course = [run["mfu"] for run in ft["runs"] if run["recipe"] == "course" and "mfu" in run]
     if course:
         precision = next(run["precision"] for run in ft["runs"] if run["recipe"] == "course")
@@ -168,21 +188,27 @@ def markdown_features(fx: dict) -> list[str]:
              f"(opset 17), batched like the course, providers {fx['onnx_providers']}. Time counts tokenizing, forward "
              f"and pooling; loading (and exporting) is apart. Same features within {fx['tolerance']:g}: "
              f"**{fx['same_features']}**.", "",
-             _row("way", "texts/s", "reviews encoded", "seconds", "vs course", "max abs diff vs course",
-                  "load / export s"),
-             _row(*["---"] * 7)]
+             _row("way", "texts/s", f"texts/s in each of {fx['folds']} folds (min-max)", "reviews encoded", "seconds",
+                  "vs course", "max abs diff vs course", "load / export s"),
+             _row(*["---"] * 8)]
     for name, rate in fx["texts_per_second"].items():
-        diff = fx["max_abs_diff_vs_course"].get(name)
-        lines.append(_row(name, f"{rate:,.0f}", f"{fx['texts_encoded'][name]:,}", _seconds(fx["seconds"][name]),
+        diff, by_fold = fx["max_abs_diff_vs_course"].get(name), fx["texts_per_second_by_fold"][name]
+        lines.append(_row(name, f"{rate:,.0f}", f"{by_fold['min']:,.0f}-{by_fold['max']:,.0f}",
+                          f"{fx['texts_encoded'][name]:,}", _seconds(fx["seconds"][name]),
                           f"{rate / course:.2f}x",
                           "-" if diff is None else f"{diff:.1e}", _seconds(fx["load_seconds"][name])))
+    lines.append("")
+    for name in fx["texts_per_second"]:
+        if name != feature_extraction.COURSE:
+            lines.append(f"- {name}: {feature_extraction.compare_folds(fx, name)}")
     return lines + [""]
 
 
 def markdown_generation(gen: dict) -> list[str]:
     lines = ["## Generation: SmolLM2-135M, greedy", "",
              f"Prompt {gen['prompt']!r} ({gen['prompt_tokens']} tokens), batch 1, median of {gen['repeats']} runs "
-             f"after a warm-up. All runs produced the same tokens: **{gen['same_tokens']}**.", "",
+             f"after a warm-up. All {gen['runs_compared']} runs (warm-ups included) produced the same tokens: "
+             f"**{gen['same_tokens']}**.", "",
              _row("run", "tokens/s (median)", "min", "max", "new tokens"), _row(*["---"] * 5)]
     for name, t in gen["tokens_per_second"].items():
         lines.append(_row(name, f"{t['median']:.1f}", f"{t['min']:.1f}", f"{t['max']:.1f}", gen["new_tokens"][name]))
