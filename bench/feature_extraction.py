@@ -212,8 +212,9 @@ def report(result: dict) -> str:
     for name, rate in result["texts_per_second"].items():
         diff = result["max_abs_diff_vs_course"].get(name)
         by_fold = result["texts_per_second_by_fold"][name]
-        lines.append(f"  {name:24s} {rate:8.1f} texts/s (folds {by_fold['min']:.1f}-{by_fold['max']:.1f}; {result['texts_encoded'][name]} texts in {result['seconds'][name]:.1f} s; x{rate / course:.2f} the "
-                     f"course's){'' if diff is None else f'; max abs diff {diff:.1e}'}")
+        lines.append(f"  {name:24s} {rate:8.1f} texts/s (folds {by_fold['min']:.1f}-{by_fold['max']:.1f}; "
+                     f"{result['texts_encoded'][name]} texts in {result['seconds'][name]:.1f} s; x{rate / course:.2f} "
+                     f"the course's){'' if diff is None else f'; max abs diff {diff:.1e}'}")
     lines += [f"  {name}: {compare_folds(result, name)}" for name in result["texts_per_second"] if name != COURSE]
     lines.append(f"  same features within {result['tolerance']:g}: {result['same_features']}")
     return "\n".join(lines)

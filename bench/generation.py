@@ -13,7 +13,6 @@ import torch
 import common
 from course_lib.assets import load_decoder, load_decoder_tokenizer
 from course_lib.generation import generate
-
 from course_lib.llama import load_pretrained_decoder
 
 PROMPT = "Once upon a time, in a small village,"

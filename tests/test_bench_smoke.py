@@ -219,7 +219,8 @@ def test_the_three_feature_extractors_give_the_same_features(smoke):
     # the one-at-a-time loop encodes a sample, compared with the course's features of those same reviews
     assert 0 < fx["texts_encoded"]["pipeline loop"] < fx["texts"] == fx["texts_encoded"]["onnxruntime"]
     assert all(diff <= fx["tolerance"] for diff in fx["max_abs_diff_vs_course"].values())
-    assert fx["folds"] == 3 and all(s["min"] <= s["median"] <= s["max"] for s in fx["texts_per_second_by_fold"].values())
+    assert fx["folds"] == 3
+    assert all(s["min"] <= s["median"] <= s["max"] for s in fx["texts_per_second_by_fold"].values())
 
 
 def test_folds_are_put_back_in_order():
