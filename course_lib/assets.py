@@ -4,7 +4,7 @@ Nothing here downloads. Each asset lives inside a pinned PyPI package (installed
 ``make setup``); this module finds the package folder *without importing the package* and returns paths or
 loaded objects. Caches built from those files (the de-quantized decoder; the course's fine-tuned sentiment
 classifier lives in :mod:`course_lib.sentiment`) go to :func:`cache_dir` and are built and checked by
-:mod:`course_lib.cache`.
+:mod:`course_lib.runtime.cache`.
 
 A missing package raises :class:`AssetMissingError` at once, with the exact command that fixes it; a damaged
 cache raises :class:`CacheDamagedError`, naming the folder and ``make prepare``.
@@ -20,12 +20,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from course_lib import cache
-from course_lib._offline import enable_offline_mode
+from course_lib.runtime import cache
+from course_lib.runtime.offline import enable_offline_mode
 # Re-exported: notebooks and tests catch the course's errors from here.
-from course_lib.errors import AssetMissingError, CacheDamagedError, CacheError  # noqa: F401
-from course_lib.errors import CacheNotReadableError, CacheNotWritableError, CacheOutOfDateError  # noqa: F401
-from course_lib.errors import NotEnoughSpaceError  # noqa: F401
+from course_lib.runtime.errors import AssetMissingError, CacheDamagedError, CacheError  # noqa: F401
+from course_lib.runtime.errors import CacheNotReadableError, CacheNotWritableError, CacheOutOfDateError  # noqa: F401
+from course_lib.runtime.errors import NotEnoughSpaceError  # noqa: F401
 
 enable_offline_mode()
 

@@ -13,6 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from course_lib.runtime.errors import CourseInputError
+from course_lib.runtime.validate import positive_int
+
 
 # ----------------------------------------------------------------------------------------------- masks
 def padding_mask(attention_mask: Tensor) -> Tensor:
@@ -114,6 +117,7 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far; each forward pass appends the new ones."""
 
     def __init__(self, num_layers: int):
+        positive_int("KVCache(num_layers)", num_layers)
         self.keys: list[Tensor | None] = [None] * num_layers  # each (B, G, S, d)
         self.values: list[Tensor | None] = [None] * num_layers
 
@@ -124,6 +128,13 @@ class KVCache:
 
     def update(self, layer: int, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
         """Append this step's ``(B, G, T, d)`` keys/values to ``layer`` and return all of them ``(B, G, S, d)``."""
+        if not 0 <= layer < len(self.keys):
+            raise CourseInputError(f"layer {layer} is outside this cache of {len(self.keys)} layers: make the cache "
+                                   "with KVCache(model.config.num_layers)")
+        held = self.keys[layer]
+        if held is not None and (held.shape[:2] != key.shape[:2] or held.shape[-1] != key.shape[-1]):
+            raise CourseInputError(f"layer {layer} caches keys of shape {tuple(held.shape)} (batch, heads, tokens, "
+                                   f"head_dim); this step's are {tuple(key.shape)}: use a new KVCache per batch")
         if self.keys[layer] is not None:
             key = torch.cat([self.keys[layer], key], dim=-2)
             value = torch.cat([self.values[layer], value], dim=-2)

@@ -14,7 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["position_ids", "check_inputs", "language_model_loss"]
+from course_lib.attention import KVCache
+from course_lib.runtime.errors import CourseInputError
+
+__all__ = ["position_ids", "check_cache", "check_position_ids", "check_inputs", "language_model_loss"]
 
 
 def position_ids(num_queries: int, past: int, attention_mask: Tensor | None = None, device=None) -> Tensor:
@@ -23,6 +26,32 @@ def position_ids(num_queries: int, past: int, attention_mask: Tensor | None = No
         return torch.arange(past, past + num_queries, device=device)[None]  # (1, T)
     positions = attention_mask.long().cumsum(-1) - 1  # (B, S)
     return positions.clamp(min=0)[:, -num_queries:]  # (B, T)
+
+
+def check_cache(cache, num_layers: int) -> int:
+    """How many tokens ``cache`` holds (0 for ``None``), after checking it was made for ``num_layers`` layers."""
+    if cache is None:
+        return 0
+    if not isinstance(cache, KVCache):
+        raise CourseInputError(f"cache must be a KVCache (or None), got {type(cache).__name__}")
+    if len(cache.keys) != num_layers:
+        raise CourseInputError(f"this KVCache holds {len(cache.keys)} layers, the model has {num_layers}: "
+                               f"make it with KVCache(model.config.num_layers)")
+    return cache.length
+
+
+def check_position_ids(position_ids, batch: int, tokens: int, context_length: int) -> Tensor:
+    """Positions given by the caller: ``(B or 1, T)`` integers in ``[0, context_length)``."""
+    if not isinstance(position_ids, Tensor) or position_ids.dtype not in (torch.long, torch.int):
+        raise CourseInputError(f"position_ids must be an integer tensor of shape (batch, tokens), got "
+                               f"{getattr(position_ids, 'dtype', type(position_ids).__name__)}")
+    if position_ids.dim() != 2 or position_ids.shape[0] not in (1, batch) or position_ids.shape[1] != tokens:
+        raise CourseInputError(f"expected position_ids of shape ({batch}, {tokens}) or (1, {tokens}), got "
+                               f"{tuple(position_ids.shape)}")
+    if position_ids.numel() and (position_ids.min() < 0 or position_ids.max() >= context_length):
+        raise CourseInputError(f"position_ids must lie in [0, {context_length}), got {int(position_ids.min())} to "
+                               f"{int(position_ids.max())}")
+    return position_ids.long()
 
 
 def check_inputs(input_ids, vocab_size: int, targets, attention_mask, past: int, context_length: int) -> None:

@@ -6,9 +6,8 @@ loading a checkpoint is a rename table. ``norm_first=True`` gives the pre-LN var
 """
 from __future__ import annotations
 
-import json
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +15,10 @@ from torch import Tensor, nn
 
 from course_lib.assets import encoder_path
 from course_lib.attention import MultiHeadAttention, padding_mask
+from course_lib.checkpoints import read_checkpoint, split_prefix
 from course_lib.pooling import masked_mean
+from course_lib.runtime.errors import CourseInputError
+from course_lib.runtime.validate import one_of
 
 
 @dataclass
@@ -114,19 +116,25 @@ class Embeddings(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------- layers
-class FeedForward(nn.Module):
-    """Position-wise feed-forward: expand D -> I, GELU (the exact erf form, as in BERT), project I -> D.
+ACTIVATIONS = ("gelu", "gelu_tanh")
 
+
+class FeedForward(nn.Module):
+    """Position-wise feed-forward: expand D -> I, GELU, project I -> D.
+
+    ``activation``: ``"gelu"``, the exact erf form (BERT), or ``"gelu_tanh"``, the tanh approximation (GPT-2).
     The encoder's layers and the GPT's blocks (:mod:`course_lib.gpt`) both use it.
     """
 
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu"):
         super().__init__()
+        self.approximate = {"gelu": "none", "gelu_tanh": "tanh"}[one_of("activation", activation, ACTIVATIONS)]
         self.linear1 = nn.Linear(dim, hidden_dim)
         self.linear2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.linear2(F.gelu(self.linear1(x)))  # (B, T, D) -> (B, T, I) -> (B, T, D)
+        hidden = F.gelu(self.linear1(x), approximate=self.approximate)  # (B, T, D) -> (B, T, I)
+        return self.linear2(hidden)  # (B, T, D)
 
 
 class EncoderLayer(nn.Module):
@@ -334,35 +342,43 @@ def bert_name_map(num_layers: int) -> dict[str, str]:
     return names
 
 
-def load_pretrained_encoder(path: str | Path | None = None) -> tuple[Encoder, EncoderConfig]:
-    """The course :class:`Encoder` (eval mode) with the weights of a BERT folder (``config.json`` +
-    ``model.safetensors``); by default the course's MiniLM. Fails on any missing or unexpected weight."""
-    from safetensors.torch import load_file
+def load_pretrained_encoder(source=None, *, config: dict | None = None,
+                            head: str = "drop") -> tuple[Encoder | SequenceClassifier, EncoderConfig]:
+    """The course :class:`Encoder` (eval mode) with a BERT checkpoint's weights, and its config.
 
-    if path is None:
-        path = encoder_path()
-    path = Path(path)
-    for file in ("config.json", "model.safetensors"):
-        if not (path / file).is_file():
-            raise FileNotFoundError(f"expected a BERT folder with config.json and model.safetensors; "
-                                    f"{path / file} does not exist")
-    config = EncoderConfig.from_bert_config(json.loads((path / "config.json").read_text()))
-    checkpoint = load_file(path / "model.safetensors")
-    if checkpoint and all(name.startswith("bert.") for name in checkpoint):  # saved from a model with heads
-        checkpoint = {name.removeprefix("bert."): tensor for name, tensor in checkpoint.items()}
-
+    ``source``: a BERT folder (``config.json`` + ``model.safetensors``; default: the course's MiniLM), a
+    ``transformers`` BERT model in memory, or a state dict with ``config`` (see
+    :func:`~course_lib.checkpoints.read_checkpoint`). A checkpoint saved with a task head (``bert.`` + the head):
+    ``head="drop"`` loads the body and warns which weights it left out; ``head="keep"`` returns a
+    :class:`SequenceClassifier` on the pooler output with the head's weights (a sequence-classification head
+    only). Any other missing or unexpected weight is an error that lists them.
+    """
+    one_of("head", head, ("drop", "keep"))
+    settings, checkpoint = read_checkpoint(encoder_path() if source is None else source, config)
+    config = EncoderConfig.from_bert_config(settings)
+    body, task_head = split_prefix(checkpoint, "bert.")
+    task_head = {name: tensor for name, tensor in task_head.items() if name not in IGNORED_NAMES}
     names = bert_name_map(config.num_layers)
-    missing = sorted(set(names) - set(checkpoint))
-    unexpected = sorted(set(checkpoint) - set(names) - IGNORED_NAMES)
+    missing = sorted(set(names) - set(body))
+    unexpected = sorted(set(body) - set(names) - IGNORED_NAMES)
     if missing or unexpected:
-        raise KeyError(f"{path / 'model.safetensors'} does not match a {config.num_layers}-layer BERT encoder: "
+        raise KeyError(f"{source or 'the checkpoint'} does not match a {config.num_layers}-layer BERT encoder: "
                        f"missing {missing or 'none'}; unexpected {unexpected or 'none'}")
-    model = Encoder(config)
-    state = {ours: checkpoint[hf] for hf, ours in names.items()}
-    own = model.state_dict()
+    if head == "keep" and sorted(task_head) != ["classifier.bias", "classifier.weight"]:
+        raise CourseInputError(f"head='keep' loads a sequence-classification head (classifier.weight, "
+                               f"classifier.bias); this checkpoint's head is {sorted(task_head) or 'absent'}")
+    encoder = Encoder(config)
+    own = encoder.state_dict()
     for hf, ours in names.items():
-        if state[ours].shape != own[ours].shape:
-            raise ValueError(f"{hf} has shape {tuple(state[ours].shape)}; {ours} needs {tuple(own[ours].shape)}")
-    model.load_state_dict(state, strict=True)
+        if body[hf].shape != own[ours].shape:
+            raise ValueError(f"{hf} has shape {tuple(body[hf].shape)}; {ours} needs {tuple(own[ours].shape)}")
+    encoder.load_state_dict({ours: body[hf] for hf, ours in names.items()}, strict=True)
+    if head == "drop":
+        if task_head:
+            warnings.warn(f"loaded the BERT body only; left out the task head {sorted(task_head)} "
+                          "(head='keep' keeps a classification head)", stacklevel=2)
+        return encoder.eval(), config
+    weight = task_head["classifier.weight"]  # (num_labels, D)
+    model = SequenceClassifier(config, weight.shape[0], pooling="pooler", encoder=encoder)
+    model.classifier.load_state_dict({"weight": weight, "bias": task_head["classifier.bias"]})
     return model.eval(), config
-

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from course_lib.attention import KVCache
+from course_lib.runtime.errors import CourseInputError
 
 __all__ = ["top_k_filter", "top_p_filter", "next_token_distribution", "next_token", "generate"]
 
@@ -31,6 +32,18 @@ def _check_settings(temperature, top_k, top_p) -> None:
         raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
         raise ValueError(f"top_p must be a number in (0, 1] (or None for no limit), got {top_p!r}")
+
+
+def _token_ids(name: str, value, vocab_size: int) -> tuple[int, ...]:
+    """``None``, one id or a list of ids, each in ``[0, vocab_size)``, as a tuple."""
+    ids = () if value is None else (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(ids, (tuple, list)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise CourseInputError(f"{name} must be a token id (int) or a list of ids, got {value!r}")
+    outside = [i for i in ids if not 0 <= i < vocab_size]
+    if outside:
+        raise CourseInputError(f"{name} {outside} lies outside this model's vocabulary [0, {vocab_size}); "
+                               "is it the id of another tokenizer?")
+    return tuple(ids)
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -90,7 +103,7 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_token_id: int | None = None,
+    eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
     attention_mask: Tensor | None = None,
     seed: int | None = None,
@@ -100,12 +113,18 @@ def generate(
     """Extend ``(B, T)`` prompts by up to ``max_new_tokens`` tokens; returns prompts + new tokens ``(B, T + n)``.
 
     ``strategy="sample"`` draws from the distribution shaped by ``temperature``/``top_k``/``top_p``, reproducibly
-    with ``seed`` (or your own ``generator``). A row that produced ``eos_token_id`` is then filled with
-    ``pad_token_id`` (default: the EOS id); generation stops when every row has finished. For a batch of prompts
+    with ``seed`` (or your own ``generator``). A row that produced ``eos_token_id`` (one id, or a list of ids as in
+    many generation configs) is then filled with ``pad_token_id`` (default: the first EOS id); generation stops
+    when every row has finished. For a batch of prompts
     of different lengths, pad on the left and pass ``attention_mask``. The model runs in eval mode.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    config = getattr(model, "config", None)
+    if not isinstance(model, nn.Module) or not all(hasattr(config, key) for key in ("vocab_size", "context_length",
+                                                                                     "num_layers")):
+        raise CourseInputError(f"generate() drives the course's decoders (GPT, LlamaForCausalLM), got "
+                               f"{type(model).__name__}; a transformers model has its own model.generate()")
     _check_settings(temperature, top_k, top_p)
     if not isinstance(input_ids, Tensor) or input_ids.dtype != torch.long or input_ids.dim() != 2:
         got = f"{input_ids.dtype} tensor of shape {tuple(input_ids.shape)}" if isinstance(input_ids, Tensor) \
@@ -121,9 +140,12 @@ def generate(
         raise ValueError("pass either seed or generator, not both")
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-    pad_token_id = eos_token_id if pad_token_id is None else pad_token_id
-    if eos_token_id is not None and pad_token_id is None:
-        raise ValueError("pad_token_id is needed to fill finished rows")
+    vocab = model.config.vocab_size
+    eos_ids = _token_ids("eos_token_id", eos_token_id, vocab)  # () when there is no end-of-sequence token
+    if pad_token_id is not None:
+        _token_ids("pad_token_id", pad_token_id, vocab)
+    pad_token_id = eos_ids[0] if pad_token_id is None and eos_ids else pad_token_id
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=input_ids.device)  # (E,)
 
     was_training = model.training
     model.eval()
@@ -143,13 +165,13 @@ def generate(
                 new = ids[:, cache.length:]  # (B, T) on the first step, then (B, 1)
                 logits = model(new, attention_mask=mask, cache=cache)[0]  # (B, T or 1, V)
             token = next_token(logits[:, -1, :], strategy, temperature, top_k, top_p, generator)  # (B,)
-            if eos_token_id is not None:
+            if eos_ids:
                 token = token.masked_fill(finished, pad_token_id)
-                finished |= token == eos_token_id
+                finished |= torch.isin(token, eos)
             ids = torch.cat([ids, token[:, None]], dim=1)  # (B, T + 1)
             if mask is not None:
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            if eos_token_id is not None and finished.all():
+            if eos_ids and finished.all():
                 break
     finally:
         model.train(was_training)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,20 +20,33 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib import cache
 from course_lib.assets import DECODER_CACHE, decoder_path
 from course_lib.attention import KVCache, decoder_mask, scaled_dot_product_attention
-from course_lib.decoder import check_inputs, language_model_loss, position_ids
+from course_lib.decoder import check_cache, check_inputs, check_position_ids, language_model_loss
+from course_lib.decoder import position_ids as default_positions
+from course_lib.runtime import cache
+from course_lib.runtime.errors import CourseInputError
+from course_lib.runtime.validate import number, positive_int
 
 __all__ = [
-    "LlamaConfig", "RMSNorm", "rotary_cos_sin", "rotate_half", "apply_rotary", "repeat_kv", "GroupedQueryAttention",
-    "SwiGLU", "LlamaBlock", "LlamaForCausalLM", "hf_llama_name_map", "load_pretrained_decoder",
+    "LlamaConfig", "ROPE_SCALINGS", "RMSNorm", "rotary_inverse_frequencies", "rotary_cos_sin", "rotate_half",
+    "apply_rotary", "repeat_kv", "GroupedQueryAttention", "SwiGLU", "LlamaBlock", "LlamaForCausalLM",
+    "hf_llama_name_map", "load_pretrained_decoder",
 ]
+
+
+ROPE_SCALINGS = ("linear", "llama3", "yarn")  # implemented here, equal to transformers; others are refused
 
 
 @dataclass
 class LlamaConfig:
-    """Size of a Llama-style model; the defaults are SmolLM2-135M's."""
+    """Size of a Llama-style model; the defaults are SmolLM2-135M's.
+
+    ``rope_scaling`` stretches rotary positions past the training length: ``None`` (plain rotary), or a dict with
+    ``rope_type`` one of :data:`ROPE_SCALINGS` and that type's keys (``factor``; ``llama3``: ``low_freq_factor``,
+    ``high_freq_factor``, ``original_max_position_embeddings``; ``yarn``: ``original_max_position_embeddings``
+    and optionally ``beta_fast``, ``beta_slow``, ``attention_factor``, ``mscale``, ``mscale_all_dim``, ``truncate``).
+    """
 
     vocab_size: int = 49152
     context_length: int = 8192
@@ -45,24 +59,40 @@ class LlamaConfig:
     rope_theta: float = 100000.0
     norm_eps: float = 1e-5
     tie_weights: bool = True
+    rope_scaling: dict | None = None
 
     def __post_init__(self):
+        for name in ("vocab_size", "context_length", "dim", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                     "hidden_dim"):
+            positive_int(f"LlamaConfig.{name}", getattr(self, name))
+        number("LlamaConfig.rope_theta", self.rope_theta, 0, low_open=True)
+        number("LlamaConfig.norm_eps", self.norm_eps, 0)
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+            raise CourseInputError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads "
+                                   f"({self.num_kv_heads})")
         if self.head_dim % 2:
-            raise ValueError(f"rotary positions need an even head_dim, got {self.head_dim}")
+            raise CourseInputError(f"rotary positions need an even head_dim, got {self.head_dim}")
+        if self.rope_scaling is not None:
+            self.rope_scaling = _check_rope_scaling(dict(self.rope_scaling), self.context_length)
 
     @classmethod
     def from_hf_config(cls, config: dict) -> LlamaConfig:
-        """Read a ``transformers`` Llama ``config.json`` (as a dict)."""
+        """Read a ``transformers`` Llama ``config.json`` (as a dict), in either layout of the rotary settings:
+        ``rope_parameters`` (transformers 5) or the older top-level ``rope_theta`` and ``rope_scaling``."""
         if config.get("model_type") != "llama":
-            raise ValueError(f"expected a Llama config (model_type 'llama'), got {config.get('model_type')!r}")
-        for key, supported in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
-            if config.get(key, supported) != supported:
-                raise ValueError(f"this model implements {key}={supported!r}, the config has {config[key]!r}")
-        rope = config.get("rope_parameters") or {}
-        if rope.get("rope_type", "default") != "default":
-            raise ValueError(f"only the default rotary embedding is implemented, got rope_type {rope['rope_type']!r}")
+            raise CourseInputError(f"expected a Llama config (model_type 'llama'), got {config.get('model_type')!r}")
+        for key, supported in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False),
+                               ("pretraining_tp", 1)):
+            if config.get(key, supported) not in (supported, None):
+                raise CourseInputError(f"this model implements {key}={supported!r}, the config has {config[key]!r}")
+        rope = dict(config.get("rope_parameters") or config.get("rope_scaling") or {})
+        rope_type = rope.pop("rope_type", rope.pop("type", "default"))
+        theta = rope.pop("rope_theta", config.get("rope_theta", 10000.0))
+        if rope.pop("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) != 1.0:
+            raise CourseInputError("partial rotary embeddings (partial_rotary_factor < 1) are not implemented here")
+        if rope_type in ("llama3", "yarn"):
+            rope.setdefault("original_max_position_embeddings",
+                            config.get("original_max_position_embeddings", config["max_position_embeddings"]))
         return cls(
             vocab_size=config["vocab_size"],
             context_length=config["max_position_embeddings"],
@@ -72,10 +102,36 @@ class LlamaConfig:
             num_kv_heads=config.get("num_key_value_heads") or config["num_attention_heads"],
             head_dim=config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"],
             hidden_dim=config["intermediate_size"],
-            rope_theta=rope.get("rope_theta", config.get("rope_theta", 10000.0)),
+            rope_theta=theta,
             norm_eps=config["rms_norm_eps"],
             tie_weights=config.get("tie_word_embeddings", False),
+            rope_scaling=None if rope_type == "default" else {"rope_type": rope_type, **rope},
         )
+
+
+_ROPE_KEYS = {  # rope_type -> (required keys, optional keys)
+    "linear": ({"factor"}, set()),
+    "llama3": ({"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}, set()),
+    "yarn": ({"factor", "original_max_position_embeddings"},
+             {"beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate"}),
+}
+
+
+def _check_rope_scaling(scaling: dict, context_length: int) -> dict:
+    rope_type = scaling.get("rope_type", scaling.get("type"))
+    if rope_type not in ROPE_SCALINGS:
+        raise CourseInputError(
+            f"rotary scaling {rope_type!r} is not implemented by the course's Llama (it implements "
+            f"{', '.join(ROPE_SCALINGS)}); load this model with transformers' AutoModelForCausalLM instead")
+    scaling = {"rope_type": rope_type, **{k: v for k, v in scaling.items() if k not in ("rope_type", "type")}}
+    required, optional = _ROPE_KEYS[rope_type]
+    missing, unknown = required - set(scaling), set(scaling) - required - optional - {"rope_type"}
+    if missing or unknown:
+        raise CourseInputError(f"rope_scaling of type {rope_type!r} needs the keys {sorted(required)}"
+                               f"{f' and may have {sorted(optional)}' if optional else ''}; "
+                               f"missing {sorted(missing) or 'none'}, unknown {sorted(unknown) or 'none'}")
+    number(f"rope_scaling['factor'] ({rope_type})", scaling["factor"], 0, low_open=True)
+    return scaling
 
 
 class RMSNorm(nn.Module):
@@ -92,15 +148,62 @@ class RMSNorm(nn.Module):
         return self.weight * normed.to(x.dtype)
 
 
-def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+def rotary_inverse_frequencies(head_dim: int, theta: float, scaling: dict | None = None,
+                                device=None) -> tuple[Tensor, float]:
+    """The ``(d/2,)`` rotation speeds ``theta^(-2i/d)`` of the feature pairs, and a factor for cos and sin.
+
+    A scaling slows some pairs down so that longer texts stay within the angles seen in training: ``linear``
+    divides every speed by ``factor``; ``llama3`` divides only the slow pairs (wavelength above
+    ``original / low_freq_factor``), keeps the fast ones (below ``original / high_freq_factor``) and blends in
+    between; ``yarn`` blends the same way by how many turns a pair makes over the original length, and scales
+    cos and sin by ``0.1 ln(factor) + 1`` (sharper attention for the longer texts).
+    """
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=device) / head_dim)  # (d/2,)
+    kind = None if scaling is None else scaling["rope_type"]
+    if kind is None:
+        return inv_freq, 1.0
+    factor = scaling["factor"]
+    if kind == "linear":
+        return inv_freq / factor, 1.0
+    original = scaling["original_max_position_embeddings"]
+    if kind == "llama3":
+        wavelength = 2 * math.pi / inv_freq  # (d/2,) tokens per full turn
+        low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+        blend = ((original / wavelength - low) / (high - low)).clamp(0, 1)  # 0: slow pair, 1: fast pair
+        return (1 - blend) * inv_freq / factor + blend * inv_freq, 1.0
+    # yarn: pair i turns original * inv_freq[i] / (2 pi) times over the original length
+    def pair_index(turns: float) -> float:  # which pair turns `turns` times over the original length
+        return head_dim * math.log(original / (turns * 2 * math.pi)) / (2 * math.log(theta))
+
+    low, high = pair_index(scaling.get("beta_fast") or 32), pair_index(scaling.get("beta_slow") or 1)
+    if scaling.get("truncate", True):
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    high = high + 0.001 if low == high else high
+    ramp = ((torch.arange(head_dim // 2, dtype=torch.float, device=device) - low) / (high - low)).clamp(0, 1)
+    inv_freq = inv_freq / factor * ramp + inv_freq * (1 - ramp)  # (d/2,): fast pairs kept, slow ones slowed
+
+    def mscale(scale: float, m: float = 1.0) -> float:
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    attention = scaling.get("attention_factor")
+    if attention is None:
+        m, m_all = scaling.get("mscale"), scaling.get("mscale_all_dim")
+        attention = mscale(factor, m) / mscale(factor, m_all) if m and m_all else mscale(factor)
+    return inv_freq, float(attention)
+
+
+def rotary_cos_sin(positions: Tensor, head_dim: int, theta: float,
+                   scaling: dict | None = None) -> tuple[Tensor, Tensor]:
     """Cosines and sines of the rotation angles ``position * theta^(-2i/d)``: each ``(B, T, d)``.
 
     Half-rotation layout: feature ``i`` is paired with feature ``i + d/2``, so the angles are repeated twice.
+    ``scaling``: a config's ``rope_scaling`` (see :func:`rotary_inverse_frequencies`).
     """
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float, device=positions.device) / head_dim)
+    inv_freq, attention = rotary_inverse_frequencies(head_dim, theta, scaling, positions.device)  # (d/2,)
     angles = positions[..., None].float() * inv_freq  # (B, T, d/2)
     angles = torch.cat([angles, angles], dim=-1)  # (B, T, d)
-    return angles.cos(), angles.sin()
+    return angles.cos() * attention, angles.sin() * attention
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -200,16 +303,18 @@ class LlamaForCausalLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: Tensor, targets: Tensor | None = None, attention_mask: Tensor | None = None,
-                cache: KVCache | None = None, output_attentions: bool = False):
+                cache: KVCache | None = None, output_attentions: bool = False, position_ids: Tensor | None = None):
         """``(B, T)`` ids -> ``(logits (B, T, V), loss or None)``, plus per-layer ``(B, H, T, S)`` weights if asked.
 
         With left padding, pass ``attention_mask`` (1 = real token): positions then count real tokens only.
         """
-        past = cache.length if cache is not None else 0
+        past = check_cache(cache, self.config.num_layers)
         check_inputs(input_ids, self.config.vocab_size, targets, attention_mask, past, self.config.context_length)
-        T = input_ids.shape[1]
-        positions = position_ids(T, past, attention_mask, input_ids.device)  # (B or 1, T)
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta)  # (B or 1, T, d)
+        (B, T), context = input_ids.shape, self.config.context_length
+        positions = default_positions(T, past, attention_mask, input_ids.device) if position_ids is None else \
+            check_position_ids(position_ids, B, T, context)  # (B or 1, T)
+        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta,
+                                  self.config.rope_scaling)  # (B or 1, T, d) each
         mask = decoder_mask(T, past, attention_mask, input_ids.device)  # (B or 1, 1, T, S)
         x = self.embed(input_ids)  # (B, T, D)
         attentions = []

@@ -4,7 +4,7 @@ No fine-tuned sentiment model ships offline, so the course makes one: the pretra
 (all-MiniLM-L6-v2) with a fresh classification head, fine-tuned for a fixed budget of steps on the
 training split of the movie reviews (labels ``rotten`` / ``fresh``), then cached. It is built by
 ``make prepare`` (about 2-3 minutes on a laptop CPU) or on first use, and checked like every cache
-(:mod:`course_lib.cache`).
+(:mod:`course_lib.runtime.cache`).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from course_lib import assets, cache
+from course_lib import assets
+from course_lib.runtime import cache
 from course_lib.data import MOVIE_LABELS, load_movie_reviews
 from course_lib.settings import seed_everything
 
@@ -42,7 +43,7 @@ def sentiment_model_path(build: bool = True, verbose: bool = True, *, repair: bo
     """Folder of the fine-tuned classifier (``save_pretrained`` format), built once if missing.
 
     Checked like :func:`course_lib.assets.decoder_path`: a damaged cache raises
-    :class:`~course_lib.errors.CacheDamagedError` unless ``repair``.
+    :class:`~course_lib.runtime.errors.CacheDamagedError` unless ``repair``.
     """
     target = assets.cache_dir() / CACHE_NAME
     return cache.ensure(target, cache_spec(steps), lambda: _fine_tune(verbose, steps), build=build,

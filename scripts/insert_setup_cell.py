@@ -4,8 +4,8 @@
     python scripts/insert_setup_cell.py notebooks/02_attention.ipynb
     python scripts/insert_setup_cell.py --check         exit 1 if a lesson lacks the current cell, change nothing
 
-The cell's source lives in one place, ``course_lib.install.SETUP_CELL``; ``course_lib.lessons.with_setup_cell``
-puts it in (or replaces an older version). A notebook that changes needs re-executing (`make execute`), since
+The cell's source lives in one place, ``course_lib.runtime.install.SETUP_CELL``;
+``course_lib.publish.lessons.with_setup_cell`` puts it in (or replaces an older version). A notebook that changes needs re-executing (`make execute`), since
 its stored outputs were recorded against the old list of code cells.
 """
 from __future__ import annotations
@@ -16,10 +16,9 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from course_lib.publish.lessons import LESSON_PATTERN, with_setup_cell
 
-from course_lib.lessons import LESSON_PATTERN, with_setup_cell  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

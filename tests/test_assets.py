@@ -51,9 +51,9 @@ def test_the_asset_layer_depends_on_no_lesson_module_and_imports_at_the_top():
     code = "import sys, course_lib.assets\nprint(sorted(m for m in sys.modules if m.startswith('course_lib')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert eval(result.stdout) == ["course_lib", "course_lib._offline", "course_lib.assets", "course_lib.cache",
-                                   "course_lib.errors"]
-    for name in ("assets", "cache", "errors", "sentiment", "doctor", "data"):
+    assert eval(result.stdout) == ["course_lib", "course_lib.assets", "course_lib.runtime", "course_lib.runtime.cache",
+                                   "course_lib.runtime.disk", "course_lib.runtime.errors", "course_lib.runtime.offline"]
+    for name in ("assets", "runtime/cache", "runtime/disk", "runtime/errors", "sentiment", "runtime/doctor", "data"):
         tree = ast.parse((COURSE_LIB / f"{name}.py").read_text())
         for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
             for node in ast.walk(function):

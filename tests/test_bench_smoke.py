@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))  # the benchmarks import each other by module name
+import finetune  # bench/ is on pytest's pythonpath (pyproject.toml): the benchmarks import each other by name
+import flops
 
-import finetune  # noqa: E402
-import flops  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 REVIEWS = ["A warm, funny film.", "Two hours of my life I will not get back, and the popcorn was stale too.",
            "Flat.", "The cast is superb, but the script gives them nothing to do for the last forty minutes."]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from course_lib.checks import Case, Exercise, check, compare_outputs, exercises, get_exercise
-from course_lib.editions import exercise_names
+from course_lib.publish.editions import exercise_names
 
 from kernel_env import course_notebooks
 

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from course_lib import editions
+from course_lib.publish import editions
 
 STUB = 'def softmax(x):\n    raise NotImplementedError("Exercise 02.softmax: normalise exp(x) over the last axis")'
 SOLUTION = "def softmax(x):\n    return x.softmax(-1)"
@@ -122,7 +122,7 @@ def test_instructor_edition_keeps_every_cell_and_output(tmp_path):
 
 
 def test_make_editions_writes_both_editions_from_one_source(tmp_path):
-    from course_lib.cli import main
+    from course_lib.runtime.cli import main
 
     source = _lesson_with_notes(tmp_path)
     assert main(["editions", "--source", str(source), "--out", str(tmp_path / "editions")]) == 0

@@ -78,7 +78,7 @@ def test_installed_packages_match_the_constraints():
 
 
 def test_code_reads_each_pin_from_the_installed_pyproject_instead_of_repeating_it():
-    from course_lib.install import requirement
+    from course_lib.runtime.install import requirement
     from course_lib.viz import scripts
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from jupyter_book.config import get_final_config
 
-from course_lib.lessons import LESSON_PATTERN
+from course_lib.publish.lessons import LESSON_PATTERN
 
 ROOT = Path(__file__).resolve().parents[1]
 REPOSITORY = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["urls"]["Repository"]

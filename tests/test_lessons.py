@@ -12,8 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.install import DISTRIBUTION, SETUP_CELL, TORCH_WHEN_MISSING, CourseFileMissingError, course_file
-from course_lib.lessons import LESSON_PATTERN, SETUP_CELL_ID, LessonsError, with_setup_cell, write_lessons
+from course_lib.runtime.install import DISTRIBUTION, SETUP_CELL, TORCH_WHEN_MISSING, CourseFileMissingError, course_file
+from course_lib.publish.lessons import LESSON_PATTERN, SETUP_CELL_ID, LessonsError, with_setup_cell, write_lessons
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob(LESSON_PATTERN))

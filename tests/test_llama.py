@@ -134,8 +134,8 @@ def test_llama_config_refuses_a_config_it_does_not_implement():
         LlamaConfig.from_hf_config({**base, "model_type": "gpt2"})
     with pytest.raises(ValueError, match="hidden_act='silu'"):
         LlamaConfig.from_hf_config({**base, "hidden_act": "gelu"})
-    with pytest.raises(ValueError, match="rope_type"):
-        LlamaConfig.from_hf_config({**base, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}})
+    with pytest.raises(ValueError, match="rotary scaling 'dynamic' is not implemented"):
+        LlamaConfig.from_hf_config({**base, "rope_parameters": {"rope_type": "dynamic", "rope_theta": 1.0}})
     with pytest.raises(ValueError, match="multiple of num_kv_heads"):
         LlamaConfig(num_heads=9, num_kv_heads=2)
 

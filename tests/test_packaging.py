@@ -28,8 +28,8 @@ import pytest
 
 from course_lib import __version__
 from course_lib.assets import cache_dir
-from course_lib.install import SETUP_CELL, TORCH_WHEN_MISSING
-from course_lib.lessons import LESSON_PATTERN, with_setup_cell
+from course_lib.runtime.install import SETUP_CELL, TORCH_WHEN_MISSING
+from course_lib.publish.lessons import LESSON_PATTERN, with_setup_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
@@ -101,7 +101,7 @@ def test_wheel_is_named_and_versioned_as_in_pyproject(dist):
     assert f"\nRequires-Python: " in metadata and "Requires-Dist: torch" in metadata
     assert "Requires-Dist: jupyterlab" not in metadata.split("Provides-Extra")[0], \
         "JupyterLab must stay an extra: Colab and JupyterHub keep their own Jupyter server"
-    assert b"course-lib = course_lib.cli:main" in entry_points
+    assert b"course-lib = course_lib.runtime.cli:main" in entry_points
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ import json
 import pytest
 import torch
 
-from course_lib import cache, sentiment
+from course_lib import sentiment
+from course_lib.runtime import cache
 from course_lib.assets import load_tokenizer
 
 

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from teaching_status import LESSONS_WITH_TEACHING_NOTES
 
-from course_lib.editions import exercise_names, installed_mathjax, section_budgets, write_slides
+from course_lib.publish.editions import exercise_names, installed_mathjax, section_budgets, write_slides
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

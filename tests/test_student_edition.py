@@ -9,7 +9,7 @@ import pytest
 
 from kernel_env import CELL_TIMEOUT_S, course_notebooks, kernel_environment
 
-from course_lib import editions
+from course_lib.publish import editions
 
 NOTEBOOKS = course_notebooks()
 PARAMS = [pytest.param(p, id=p.stem) for p in NOTEBOOKS] or [

@@ -18,7 +18,7 @@ import json
 import re
 from pathlib import Path
 
-from course_lib.install import requirement
+from course_lib.runtime.install import requirement
 
 
 class ViewScriptError(RuntimeError):

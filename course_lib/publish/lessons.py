@@ -3,7 +3,7 @@
 * :func:`write_lessons` (``course-lib notebooks DIR``) copies the notebooks that the installed course carries into
   a folder. A notebook already there that differs from the course's copy (a student's edits) is kept unless
   ``force=True``; one that is identical is left alone.
-* :func:`with_setup_cell` makes :data:`course_lib.install.SETUP_CELL` the first code cell of a notebook
+* :func:`with_setup_cell` makes :data:`course_lib.runtime.install.SETUP_CELL` the first code cell of a notebook
   (``scripts/insert_setup_cell.py`` applies it to ``notebooks/``).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from course_lib.install import SETUP_CELL, course_file
+from course_lib.runtime.install import SETUP_CELL, course_file
 
 LESSON_PATTERN = "[0-9][0-9]_*.ipynb"
 SETUP_CELL_ID = "course-setup"

@@ -28,3 +28,10 @@ class CacheNotWritableError(CacheError):
 
 class NotEnoughSpaceError(CacheError):
     """The disk holding the cache folder has too little free space for a build (or filled up during one)."""
+
+
+class CourseInputError(ValueError, TypeError):
+    """A public function or command got an argument it cannot use; the message names the argument and the fix.
+
+    It is a ``ValueError`` and a ``TypeError`` at once, so code written against either keeps catching it.
+    """

@@ -60,7 +60,7 @@ class CourseFileMissingError(FileNotFoundError):
 
 
 def _package_dir() -> Path:
-    return Path(__file__).resolve().parent
+    return Path(__file__).resolve().parents[1]  # course_lib/, this module being course_lib/runtime/install.py
 
 
 def course_file(relative: str) -> Path:
