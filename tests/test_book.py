@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 import shutil
 import subprocess
 import threading
@@ -70,12 +71,28 @@ def load_module(name: str, path: Path):
     return module
 
 
+def load_package(name: str, folder: Path):
+    """A package from its folder, registered in sys.modules so that its relative imports work."""
+    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The book's Sphinx extension, on its own (fast).
 
 @pytest.fixture(scope="module")
 def extension():
-    return load_module("course_book", ROOT / "book" / "_ext" / "course_book.py")
+    return load_package("course_book", ROOT / "book" / "_ext" / "course_book")
+
+
+@pytest.fixture(scope="module")
+def guide_data(extension):
+    """The instructor guide's data and checks: a submodule of the extension."""
+    return extension.guide_data
 
 
 def test_only_code_cells_tagged_solution_are_folded_with_solution_prompts(extension):
@@ -138,37 +155,37 @@ def test_serve_script_serves_a_built_site_on_localhost_and_refuses_an_unbuilt_on
         server.server_close()
 
 
-def test_instructor_notes_cover_every_lesson_and_point_at_sections_that_exist(extension):
+def test_instructor_notes_cover_every_lesson_and_point_at_sections_that_exist(guide_data):
     import yaml as _yaml
 
-    notes = _yaml.safe_load((ROOT / extension.NOTES_FILE).read_text(encoding="utf-8"))
-    outlines = {path.name: extension.notebook_outline(path) for path in sorted(ROOT.glob(extension.LESSON_GLOB))}
-    assert extension.check_notes(notes, outlines) == []
+    notes = _yaml.safe_load((ROOT / guide_data.NOTES_FILE).read_text(encoding="utf-8"))
+    outlines = {path.name: guide_data.notebook_outline(path) for path in sorted(ROOT.glob(guide_data.LESSON_GLOB))}
+    assert guide_data.check_notes(notes, outlines) == []
     for name, entry in notes.items():
         assert len(entry["misconceptions"]) >= 2 and entry["live_coding"], name
         assert entry.get("session"), name
 
 
-def test_instructor_notes_flag_a_missing_lesson_an_unknown_notebook_and_a_wrong_section(extension):
+def test_instructor_notes_flag_a_missing_lesson_an_unknown_notebook_and_a_wrong_section(guide_data):
     outlines = {"01_a.ipynb": {"headings": ["1. Intro"]}, "02_b.ipynb": {"headings": ["1. Other"]}}
     item = {"belief": "b", "truth": "t", "section": "1. Intro"}
     notes = {"01_a.ipynb": {"misconceptions": [item], "live_coding": [{"point": "p", "section": "2. Gone"}]},
              "09_z.ipynb": {"misconceptions": [item], "live_coding": [item]}}
-    problems = extension.check_notes(notes, outlines)
+    problems = guide_data.check_notes(notes, outlines)
     assert any("02_b.ipynb: no entry" in p for p in problems)
     assert any("09_z.ipynb" in p and "no such notebook" in p for p in problems)
     assert any("'2. Gone'" in p for p in problems)
     assert not any("'1. Intro'" in p for p in problems)
 
 
-def test_notebook_outline_reads_objectives_headings_and_exercises_from_the_notebook(extension):
-    for path in sorted(ROOT.glob(extension.LESSON_GLOB)):
-        outline = extension.notebook_outline(path)
+def test_notebook_outline_reads_objectives_headings_and_exercises_from_the_notebook(guide_data):
+    for path in sorted(ROOT.glob(guide_data.LESSON_GLOB)):
+        outline = guide_data.notebook_outline(path)
         notebook = read_notebook(path)
         assert outline["title"] == notebook_title(notebook)
         assert len(outline["objectives"]) >= 3, path.name
         assert all(item and not item.startswith("-") for item in outline["objectives"])
-        from course_lib.editions import exercise_names
+        from course_lib.publish.editions import exercise_names
         assert outline["exercises"] == exercise_names(notebook), path.name
 
 
@@ -265,7 +282,8 @@ def test_chapter_offers_the_notebook_download_and_launch_buttons_from_the_reposi
     repo = repository_settings()
     owner_name = urlsplit(repo["url"]).path.strip("/")
     assert repo["url"] in links
-    assert f"https://colab.research.google.com/github/{owner_name}/blob/{repo['branch']}/notebooks/{lesson}.ipynb" in links
+    colab = f"https://colab.research.google.com/github/{owner_name}/blob/{repo['branch']}/notebooks/{lesson}.ipynb"
+    assert colab in links
     assert any(link.startswith(f"https://mybinder.org/v2/gh/{owner_name}/{repo['branch']}?")
                and f"notebooks/{lesson}.ipynb" in unquote(link) for link in links)
 

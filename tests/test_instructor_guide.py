@@ -13,6 +13,7 @@ import copy
 import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,13 +26,18 @@ LESSONS = sorted(path.name for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.i
 
 
 def load_extension():
-    spec = importlib.util.spec_from_file_location("course_book_guide", ROOT / "book" / "_ext" / "course_book.py")
+    """The book's Sphinx extension, the package book/_ext/course_book, under a name of its own."""
+    folder = ROOT / "book" / "_ext" / "course_book"
+    spec = importlib.util.spec_from_file_location("course_book_guide", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its relative imports (.guide_data, .guide_pages) look for it there
     spec.loader.exec_module(module)
     return module
 
 
 ext = load_extension()
+guide_data = ext.guide_data  # the guide's outlines, minutes and checks
 
 
 def read_yaml(relative: str) -> dict:
@@ -40,17 +46,17 @@ def read_yaml(relative: str) -> dict:
 
 @pytest.fixture(scope="module")
 def notes() -> dict:
-    return read_yaml(ext.NOTES_FILE)
+    return read_yaml(guide_data.NOTES_FILE)
 
 
 @pytest.fixture(scope="module")
 def plans() -> dict:
-    return read_yaml(ext.PLANS_FILE)
+    return read_yaml(guide_data.PLANS_FILE)
 
 
 @pytest.fixture(scope="module")
 def outlines() -> dict[str, dict]:
-    return {name: ext.notebook_outline(ROOT / "notebooks" / name) for name in LESSONS}
+    return {name: guide_data.notebook_outline(ROOT / "notebooks" / name) for name in LESSONS}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -58,24 +64,24 @@ def outlines() -> dict[str, dict]:
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_every_lesson_has_a_guide_entry_and_a_guide_page(notes, lesson):
-    assert lesson in notes, f"{lesson} has no entry in {ext.NOTES_FILE}"
-    page = ROOT / ext.GUIDE_DIR / f"{Path(lesson).stem}.md"
+    assert lesson in notes, f"{lesson} has no entry in {guide_data.NOTES_FILE}"
+    page = ROOT / guide_data.GUIDE_DIR / f"{Path(lesson).stem}.md"
     assert page.is_file() and "{instructor-guide}" in page.read_text(encoding="utf-8"), f"no guide page {page}"
 
 
 def test_guide_pages_belong_to_lessons_that_exist():
-    pages = {path.stem for path in (ROOT / ext.GUIDE_DIR).glob("[0-9][0-9]_*.md")}
+    pages = {path.stem for path in (ROOT / guide_data.GUIDE_DIR).glob("[0-9][0-9]_*.md")}
     assert pages == {Path(lesson).stem for lesson in LESSONS}
 
 
 def test_every_section_the_guide_names_is_a_heading_of_its_notebook(notes, outlines):
-    assert ext.check_notes(notes, outlines) == []
+    assert guide_data.check_notes(notes, outlines) == []
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_budget_gives_every_section_minutes_that_add_up_to_the_session(notes, outlines, lesson):
     entry, sections = notes[lesson], outlines[lesson]["sections"]
-    assert ext.check_budget(lesson, entry, outlines[lesson]) == []
+    assert guide_data.check_budget(lesson, entry, outlines[lesson]) == []
     assert list(entry["budget"]) == sections, "the budget lists the ## sections in the notebook's order"
     assert sum(entry["budget"].values()) == entry["session"]
     assert all(entry["budget"][s] > 0 for s in sections if s not in ("Summary", "Further reading"))
@@ -84,12 +90,13 @@ def test_budget_gives_every_section_minutes_that_add_up_to_the_session(notes, ou
 
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_every_question_the_lesson_asks_has_an_answer_key_quoted_from_its_section(notes, outlines, lesson):
-    assert ext.check_answers(lesson, notes[lesson], outlines[lesson]) == []
+    assert guide_data.check_answers(lesson, notes[lesson], outlines[lesson]) == []
     assert len(notes[lesson]["answers"]) >= 4, f"{lesson}: fewer than four answer keys"
 
 
 def test_one_lecture_path_adds_up_to_90_minutes_over_sections_that_exist(plans, outlines):
-    assert [p for p in ext.check_plans(plans, outlines) if p.startswith(("one_lecture", ext.PLANS_FILE))] == []
+    problems = guide_data.check_plans(plans, outlines)
+    assert [p for p in problems if p.startswith(("one_lecture", guide_data.PLANS_FILE))] == []
     steps = plans["one_lecture"]
     assert sum(step["minutes"] for step in steps) == 90
     for step in steps:
@@ -99,7 +106,7 @@ def test_one_lecture_path_adds_up_to_90_minutes_over_sections_that_exist(plans, 
 def test_term_plan_names_every_lesson_once_and_assigns_exercises_that_exist(plans, outlines):
     from course_lib.checks import exercises
 
-    assert [p for p in ext.check_plans(plans, outlines) if p.startswith("term")] == []
+    assert [p for p in guide_data.check_plans(plans, outlines) if p.startswith("term")] == []
     assert [week["lesson"] for week in plans["term"]] == LESSONS
     registered = exercises()
     for week in plans["term"]:
@@ -108,9 +115,9 @@ def test_term_plan_names_every_lesson_once_and_assigns_exercises_that_exist(plan
 
 
 def test_slides_pace_every_lesson_by_the_guide_budget(notes):
-    from course_lib.editions import section_budgets
+    from course_lib.publish.editions import section_budgets
 
-    budgets = section_budgets(ROOT / ext.NOTES_FILE)
+    budgets = section_budgets(ROOT / guide_data.NOTES_FILE)
     assert budgets == {Path(name).stem: entry["budget"] for name, entry in notes.items()}
 
 
@@ -162,10 +169,10 @@ def test_a_section_that_is_not_in_the_notebook_is_flagged(notes, outlines):
     name, entry, _ = lesson_04(notes, outlines)
     entry["answers"][0]["section"] = "2. The casual mask"
     entry["budget"]["9. Beam search"] = 0
-    problems = ext.check_notes({**notes, name: entry}, outlines)
+    problems = guide_data.check_notes({**notes, name: entry}, outlines)
     assert any("answers points at a section that does not exist: '2. The casual mask'" in p for p in problems)
     assert any("budget points at a section that does not exist: '9. Beam search'" in p for p in problems)
-    assert any("no entry" in p for p in ext.check_notes({k: v for k, v in notes.items() if k != name}, outlines))
+    assert any("no entry" in p for p in guide_data.check_notes({k: v for k, v in notes.items() if k != name}, outlines))
 
 
 def test_a_budget_that_misses_a_section_or_the_session_length_is_flagged(notes, outlines):
@@ -173,55 +180,58 @@ def test_a_budget_that_misses_a_section_or_the_session_length_is_flagged(notes, 
     first = outline["sections"][0]
     missing = copy.deepcopy(entry)
     del missing["budget"][first]
-    assert any(f"no minutes to the section {first!r}" in p for p in ext.check_budget(name, missing, outline))
+    assert any(f"no minutes to the section {first!r}" in p for p in guide_data.check_budget(name, missing, outline))
     longer = copy.deepcopy(entry)
     longer["budget"][first] += 1
-    assert any("adds up to" in p for p in ext.check_budget(name, longer, outline))
+    assert any("adds up to" in p for p in guide_data.check_budget(name, longer, outline))
     zero = copy.deepcopy(entry)
     zero["budget"]["Summary"] += zero["budget"][first]
     zero["budget"][first] = 0
-    assert any(f"0 minutes to the section {first!r}" in p for p in ext.check_budget(name, zero, outline))
+    assert any(f"0 minutes to the section {first!r}" in p for p in guide_data.check_budget(name, zero, outline))
     words = dict(entry, session="90 minutes")
-    assert ext.check_budget(name, words, outline) == [f"{name}: session must be a number of minutes, got '90 minutes'"]
+    assert guide_data.check_budget(name, words, outline) == [
+        f"{name}: session must be a number of minutes, got '90 minutes'"]
     greedy = copy.deepcopy(entry)
     greedy["cuts"][0]["saves"] = greedy["budget"][greedy["cuts"][0]["section"]] + 1
-    assert any("save" in p and greedy["cuts"][0]["section"] in p for p in ext.check_budget(name, greedy, outline))
+    problems = guide_data.check_budget(name, greedy, outline)
+    assert any("save" in p and greedy["cuts"][0]["section"] in p for p in problems)
 
 
 def test_an_unanswered_question_and_a_misquoted_one_are_flagged(notes, outlines):
     name, entry, outline = lesson_04(notes, outlines)
-    section, question = ext.reader_questions(outline)[0]
+    section, question = guide_data.reader_questions(outline)[0]
     def answers_it(key) -> bool:
-        asks = ext.plain_text(key["asks"])
+        asks = guide_data.plain_text(key["asks"])
         return key["section"] == section and (asks in question or question in asks)
 
     unanswered = dict(entry, answers=[key for key in entry["answers"] if not answers_it(key)])
-    assert any(f"no answer key for {question!r}" in p for p in ext.check_answers(name, unanswered, outline))
+    assert any(f"no answer key for {question!r}" in p for p in guide_data.check_answers(name, unanswered, outline))
     misquoted = copy.deepcopy(entry)
     misquoted["answers"][0]["asks"] = "Why is the sky blue?"
-    assert any("does not ask 'Why is the sky blue?'" in p for p in ext.check_answers(name, misquoted, outline))
+    assert any("does not ask 'Why is the sky blue?'" in p for p in guide_data.check_answers(name, misquoted, outline))
     empty = copy.deepcopy(entry)
     empty["answers"][0]["answer"] = " "
-    assert any("needs `asks` and `answer`" in p for p in ext.check_answers(name, empty, outline))
+    assert any("needs `asks` and `answer`" in p for p in guide_data.check_answers(name, empty, outline))
 
 
 def test_a_lecture_that_is_not_90_minutes_and_a_term_that_skips_a_lesson_are_flagged(plans, outlines):
     longer = copy.deepcopy(plans)
     longer["one_lecture"][0]["minutes"] += 5
-    assert "one_lecture: adds up to 95 minutes, not 90" in ext.check_plans(longer, outlines)
+    assert "one_lecture: adds up to 95 minutes, not 90" in guide_data.check_plans(longer, outlines)
     elsewhere = copy.deepcopy(plans)
     elsewhere["one_lecture"][0]["section"] = "12. Beam search"
-    assert any("has no section '12. Beam search'" in p for p in ext.check_plans(elsewhere, outlines))
+    assert any("has no section '12. Beam search'" in p for p in guide_data.check_plans(elsewhere, outlines))
     skipped = copy.deepcopy(plans)
     dropped = skipped["term"].pop()["lesson"]
-    assert f"term: {dropped} is planned 0 times, not once" in ext.check_plans(skipped, outlines)
+    assert f"term: {dropped} is planned 0 times, not once" in guide_data.check_plans(skipped, outlines)
     twice = copy.deepcopy(plans)
     twice["term"].append(twice["term"][0])
-    assert f"term: {twice['term'][0]['lesson']} is planned 2 times, not once" in ext.check_plans(twice, outlines)
+    assert f"term: {twice['term'][0]['lesson']} is planned 2 times, not once" in guide_data.check_plans(twice, outlines)
     foreign = copy.deepcopy(plans)
     other = next(name for name in outlines[foreign["term"][-1]["lesson"]]["exercises"])
     foreign["term"][0]["assign"].append(other)
-    assert f"term: {foreign['term'][0]['lesson']} has no exercise {other!r}" in ext.check_plans(foreign, outlines)
+    problems = guide_data.check_plans(foreign, outlines)
+    assert f"term: {foreign['term'][0]['lesson']} has no exercise {other!r}" in problems
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -253,7 +263,7 @@ def small_notebook(path: Path) -> Path:
 
 
 def test_outline_reads_sections_exercises_and_leaves_speaker_notes_out(tmp_path):
-    outline = ext.notebook_outline(small_notebook(tmp_path / "09_small.ipynb"))
+    outline = guide_data.notebook_outline(small_notebook(tmp_path / "09_small.ipynb"))
     assert outline["title"] == "09 · Small"
     assert outline["objectives"] == ["one thing;", "another thing."]
     assert outline["sections"] == ["1. Start", "2. Exercise", "Further reading"]
@@ -265,8 +275,8 @@ def test_outline_reads_sections_exercises_and_leaves_speaker_notes_out(tmp_path)
 
 
 def test_reader_questions_come_from_prose_not_code_notes_headings_or_further_reading(tmp_path):
-    outline = ext.notebook_outline(small_notebook(tmp_path / "09_small.ipynb"))
-    assert ext.reader_questions(outline) == [("1. Start", "Why does this work?"),
+    outline = guide_data.notebook_outline(small_notebook(tmp_path / "09_small.ipynb"))
+    assert guide_data.reader_questions(outline) == [("1. Start", "Why does this work?"),
                                              ("1. Start", "Look for the shapes.")]
 
 
@@ -277,7 +287,7 @@ def test_website_drops_speaker_notes_and_gives_each_solution_cell_its_exercise(t
     assert ext.mark_solutions(notebook) == 1
     solution = next(cell for cell in notebook["cells"] if "solution" in cell["metadata"]["tags"])
     assert solution["metadata"]["course_exercise"] == "09.double"
-    assert ext.solution_anchor("09.double") == "solution-09-double"
+    assert guide_data.solution_anchor("09.double") == "solution-09-double"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -346,7 +356,7 @@ def test_guide_page_shows_the_minutes_cuts_answers_and_links_every_solution(site
     assert len(page.select("table.guide-cuts tbody tr")) == len(entry["cuts"])
     assert len(page.select("ul.guide-answers > li")) == len(entry["answers"])
     solutions = [a["href"].rpartition("#")[2] for a in page.select("a.guide-solution-link")]
-    assert solutions == [ext.solution_anchor(name) for name in outline["exercises"]]
+    assert solutions == [guide_data.solution_anchor(name) for name in outline["exercises"]]
     heading = page.find(lambda tag: tag.name == "p" and tag.get_text().startswith("Learning objectives"))
     shown = [plain(li.get_text(" ", strip=True)) for li in heading.find_next_sibling("ul").find_all("li")]
     assert shown == [plain(item) for item in outline["objectives"]], "the objectives are not the notebook's"
@@ -381,7 +391,8 @@ def test_lesson_pages_leave_the_speaker_notes_out(site):
             if "speaker-notes" in cell.metadata.get("tags", []):
                 kept = [line for line in before.source.splitlines() if line.startswith("#")] or [before.source]
                 assert plain(kept[0].lstrip("#"))[:60] in page, f"{name}: the cell before the notes is not on the page"
-                assert plain(cell.source)[:60] not in page, f"{name}: speaker notes on the website: {cell.source[:60]!r}"
+                assert plain(cell.source)[:60] not in page, \
+                    f"{name}: speaker notes on the website: {cell.source[:60]!r}"
                 found += 1
     if not found:
         pytest.skip("no lesson has speaker notes yet")

@@ -12,7 +12,7 @@ import pytest
 from bs4 import BeautifulSoup
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from course_lib import editions, slides
+from course_lib.publish import editions, slide_layout, slides
 
 LONG_CODE = "\n".join(f"value_{i} = {i}  # line {i}" for i in range(30))
 PLOT_CODE = "\n".join(["xs = list(range(10))", "ys = [x * x for x in xs]", "fig, ax = plt.subplots()",
@@ -208,7 +208,8 @@ def test_tags_skip_keep_and_break(tmp_path):
 def laid_out(cells) -> list:
     """The cells after the course's slide preprocessors, with their slide types."""
     nb, resources = new_notebook(cells=cells), {"course_slides": {"geometry": slides.Geometry()}}
-    for step in (slides.SlideOutputsPreprocessor, slides.SlideExercisesPreprocessor, slides.SlideLayoutPreprocessor):
+    steps = (slides.SlideOutputsPreprocessor, slides.SlideExercisesPreprocessor, slide_layout.SlideLayoutPreprocessor)
+    for step in steps:
         nb, resources = step().preprocess(nb, resources)
     return nb.cells
 
@@ -221,7 +222,7 @@ def test_content_too_tall_for_one_slide_is_spread_over_sub_slides_that_each_fit(
                                                 "text/plain": "table"}) for _ in range(4)]
     cells = [new_markdown_cell("## 1. Long\n\n" + paragraphs), new_markdown_cell("A list:\n\n" + items),
              new_code_cell("show()", outputs=outputs)]
-    assert sum(slides.cell_height(c, g) for c in cells) > 5 * g.budget
+    assert sum(slide_layout.cell_height(c, g) for c in cells) > 5 * g.budget
     groups = []
     for cell in laid_out(cells):
         if cell.metadata["slideshow"]["slide_type"] in ("slide", "subslide"):
@@ -229,7 +230,7 @@ def test_content_too_tall_for_one_slide_is_spread_over_sub_slides_that_each_fit(
         groups[-1].append(cell)
     assert len(groups) >= 6
     for group in groups:
-        assert sum(slides.cell_height(c, g) for c in group) <= g.budget
+        assert sum(slide_layout.cell_height(c, g) for c in group) <= g.budget
     shown = " ".join(c.source for group in groups for c in group)
     assert all(f"Paragraph {i}:" in shown for i in range(12)) and all(f"item {i}:" in shown for i in range(40))
     assert sum(len(c.outputs) for group in groups for c in group if c.cell_type == "code") == 4

@@ -9,7 +9,8 @@ whoever teaches the lesson (they become the speaker notes of the slides).
   removes the solution and speaker-notes cells and clears the outputs of exercise and check cells; everything
   else is kept as it is.
 * The **instructor edition** keeps every cell: solutions, speaker notes, outputs.
-* The **slides** (:func:`write_slides`) are reveal.js decks; :mod:`course_lib.slides` chooses their structure.
+* The **slides** (:func:`write_slides`) are reveal.js decks; :mod:`course_lib.publish.slides` and
+  :mod:`course_lib.publish.slide_layout` choose their structure.
 """
 from __future__ import annotations
 
@@ -155,7 +156,7 @@ def _reveal_folder() -> Path:
 
     spec = importlib.util.find_spec("sphinx_revealjs")
     if spec is None:
-        from course_lib.install import requirement
+        from course_lib.runtime.install import requirement
 
         raise EditionError(f"reveal.js comes from the package {requirement('sphinx-revealjs')}; run `make setup`.")
     return Path(next(iter(spec.submodule_search_locations))) / "_static" / "revealjs"
@@ -198,7 +199,7 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
 
     ``mathjax_dir``: "installed" (the project's MathJax package; decks show raw TeX if it is missing), a folder
     holding a MathJax 3 distribution, or None for no math rendering. ``geometry``: a
-    :class:`course_lib.slides.Geometry` (default: a 1280x720 slide). ``timings``: minutes per ``##`` section for
+    :class:`course_lib.publish.slides.Geometry` (default: a 1280x720 slide). ``timings``: minutes per ``##`` section for
     each lesson (``{"02_attention": {"3. Scaled dot-product attention, step by step": 20, ...}}``), shown by the
     pacing timer of the speaker view (press ``s``).
     """
@@ -207,7 +208,7 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
     from nbconvert import SlidesExporter
     from traitlets.config import Config
 
-    from course_lib.slides import NOTES_TAG, SKIP_TAG, Geometry, css_variables
+    from course_lib.publish.slides import NOTES_TAG, SKIP_TAG, Geometry, css_variables
 
     paths = [Path(p) for p in notebooks]
     missing = [str(p) for p in paths if not p.is_file()]
