@@ -14,21 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.runtime.errors import CourseInputError
-from course_lib.runtime.validate import positive_int
+from course_lib.runtime.validate import positive_int, token_mask
 
 
 # ----------------------------------------------------------------------------------------------- masks
 def padding_mask(attention_mask: Tensor) -> Tensor:
     """A tokenizer's (B, S) 0/1 ``attention_mask`` as a boolean (B, 1, 1, S) mask: True = a real token."""
-    if not isinstance(attention_mask, Tensor):
-        raise TypeError(f"attention_mask must be a torch.Tensor, got {type(attention_mask).__name__}")
-    if attention_mask.dim() != 2:
-        raise ValueError(f"expected attention_mask of shape (batch, tokens), got {tuple(attention_mask.shape)}")
-    if attention_mask.is_floating_point() or attention_mask.is_complex():
-        raise TypeError(f"attention_mask must hold integers or booleans (1 = token, 0 = padding), "
-                        f"got dtype {attention_mask.dtype}")
-    if attention_mask.dtype != torch.bool and not ((attention_mask == 0) | (attention_mask == 1)).all():
-        raise ValueError(f"attention_mask must contain only 0 and 1, got values {attention_mask.unique().tolist()}")
+    attention_mask = token_mask("attention_mask", attention_mask)  # (B, S) of 0/1 or True/False
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, S): the same for every head and query
 
 

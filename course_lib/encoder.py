@@ -100,18 +100,19 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.dropout)
 
-    def positions(self, T: int) -> Tensor:
-        """(T, D) position vectors for positions 0..T-1."""
-        if hasattr(self, "position_embeddings"):
-            return self.position_embeddings.weight[:T]
-        return self.sinusoidal[:T].to(self.word_embeddings.weight.dtype)
+    def positions(self, T: int, position_ids: Tensor | None = None) -> Tensor:
+        """(T, D) position vectors for positions 0..T-1, or (B, T, D) for the given ``position_ids`` (B, T)."""
+        table = self.position_embeddings.weight if hasattr(self, "position_embeddings") else \
+            self.sinusoidal.to(self.word_embeddings.weight.dtype)  # (P, D)
+        return table[:T] if position_ids is None else table[position_ids]
 
-    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
-        """input_ids, token_type_ids: (B, T) -> (B, T, D)."""
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor | None = None,
+                position_ids: Tensor | None = None) -> Tensor:
+        """input_ids, token_type_ids, position_ids: (B, T) -> (B, T, D)."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)  # (B, T, D)
-        x = x + self.positions(input_ids.shape[1])  # (B, T, D) + (T, D)
+        x = x + self.positions(input_ids.shape[1], position_ids)  # (B, T, D) + (T, D) or (B, T, D)
         return self.dropout(self.norm(x))
 
 
@@ -214,9 +215,10 @@ class Encoder(nn.Module):
         self.pooler = Pooler(config)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None,
-                output_attentions: bool = False) -> EncoderOutput:
-        """input_ids (B, T) integer; attention_mask (B, T) 0/1; token_type_ids (B, T). Attention weights are
-        computed by the course's attention when ``output_attentions``, else by PyTorch's fused kernel."""
+                output_attentions: bool = False, position_ids: Tensor | None = None) -> EncoderOutput:
+        """input_ids (B, T) integer; attention_mask (B, T) 0/1; token_type_ids (B, T); position_ids (B, T), by
+        default 0..T-1. Attention weights are computed by the course's attention when ``output_attentions``, else
+        by PyTorch's fused kernel."""
         config = self.config
         _check_ids("input_ids", input_ids, None, config.vocab_size, "vocab_size")
         if input_ids.shape[1] > config.max_position:
@@ -231,8 +233,10 @@ class Encoder(nn.Module):
                 mask = padding_mask(attention_mask)  # (B, 1, 1, T)
         if token_type_ids is not None:
             _check_ids("token_type_ids", token_type_ids, input_ids.shape, config.type_vocab_size, "type_vocab_size")
+        if position_ids is not None:
+            _check_ids("position_ids", position_ids, input_ids.shape, config.max_position, "max_position")
 
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T, D)
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, D)
         hidden_states, attentions = [x], []
         for layer in self.layers:
             x, weights = layer(x, mask, need_weights=output_attentions)  # (B, T, D), (B, H, T, T) or None

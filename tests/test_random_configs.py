@@ -261,3 +261,71 @@ def test_lora_equals_peft_over_ranks_alphas_and_targets(seed):
         assert (model(input_ids=ids).logits - expected).abs().max() > 1e-4  # the update is really there
     trainable = sum(p.numel() for p in ours.parameters() if p.requires_grad)
     assert trainable == theirs.get_nb_trainable_parameters()[0]
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def test_encoder_takes_position_ids_like_bert():
+    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=20, max_position_embeddings=32)
+    torch.manual_seed(0)
+    theirs = transformers.BertModel(config).eval()
+    ours, _ = load_pretrained_encoder(theirs)
+    ids = torch.randint(0, 40, (2, 6), generator=torch.Generator().manual_seed(0))
+    positions = torch.tensor([[5, 6, 7, 8, 9, 10], [0, 2, 4, 6, 8, 10]])
+    with torch.no_grad():
+        expected = theirs(ids, position_ids=positions).last_hidden_state
+        torch.testing.assert_close(ours(ids, position_ids=positions).last_hidden_state, expected, **TOL)
+        assert (ours(ids).last_hidden_state - expected).abs().max() > 1e-3  # the positions were used
+    with pytest.raises(ValueError, match=r"position_ids must lie in \[0, 32\)"):
+        ours(ids, position_ids=positions + 30)
+
+
+def _tiny_pair(tmp_path):
+    config = _llama_config(3, None, "rope_parameters")
+    return _llama_pair(3, config, tmp_path)
+
+
+def test_generate_stops_at_any_of_several_end_of_sequence_ids_like_transformers(tmp_path):
+    from course_lib.generation import generate
+
+    theirs, ours = _tiny_pair(tmp_path)
+    prompt = torch.randint(0, 89, (1, 5), generator=torch.Generator().manual_seed(0))
+    free = generate(ours, prompt, max_new_tokens=12)[0, 5:].tolist()
+    eos = [free[4], 88 if free[4] != 88 else 87]  # the fifth free-running token, and one that never comes first
+    expected = theirs.generate(prompt, max_new_tokens=12, do_sample=False, eos_token_id=eos, pad_token_id=eos[0])
+    got = generate(ours, prompt, max_new_tokens=12, eos_token_id=eos)
+    assert got.tolist() == expected.tolist() and got.shape[1] == 5 + free.index(free[4]) + 1
+    assert generate(ours, prompt, max_new_tokens=12, eos_token_id=eos[0]).tolist() == got.tolist()
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, p: __import__("course_lib.generation").generation.generate(m, p, 3, eos_token_id=[5, 89]),
+     r"eos_token_id \[89\] lies outside this model's vocabulary \[0, 89\)"),
+    (lambda m, p: __import__("course_lib.generation").generation.generate(m, p, 3, eos_token_id="</s>"),
+     "eos_token_id must be a token id"),
+    (lambda m, p: __import__("course_lib.generation").generation.generate(m, p, 3, eos_token_id=1, pad_token_id=-1),
+     r"pad_token_id \[-1\] lies outside"),
+    (lambda m, p: __import__("course_lib.generation").generation.generate(torch.nn.Linear(2, 2), p, 3),
+     "generate\\(\\) drives the course's decoders"),
+    (lambda m, p: m(p, cache=KVCache(1)), "this KVCache holds 1 layers, the model has 2"),
+    (lambda m, p: m(p, cache=[]), "cache must be a KVCache"),
+    (lambda m, p: KVCache(0), r"KVCache\(num_layers\) must be an integer >= 1, got 0"),
+    (lambda m, p: KVCache(2).update(2, torch.zeros(1, 1, 1, 2), torch.zeros(1, 1, 1, 2)),
+     "layer 2 is outside this cache of 2 layers"),
+    (lambda m, p: m(p, position_ids=torch.arange(4)[None]), r"position_ids of shape \(1, 5\) or \(1, 5\), got \(1, 4\)"),
+    (lambda m, p: m(p, position_ids=torch.arange(5.0)[None]), "position_ids must be an integer tensor"),
+    (lambda m, p: m(p, position_ids=torch.arange(600, 605)[None]), r"position_ids must lie in \[0, 512\)"),
+])
+def test_decoder_entry_points_refuse_bad_input_with_the_course_error(call, message, tmp_path):
+    _, ours = _tiny_pair(tmp_path)
+    prompt = torch.randint(0, 89, (1, 5), generator=torch.Generator().manual_seed(0))
+    with pytest.raises(CourseInputError, match=message):
+        call(ours, prompt)
+
+
+def test_a_cache_refuses_a_second_batch_of_another_shape():
+    cache = KVCache(1)
+    cache.update(0, torch.zeros(2, 3, 4, 8), torch.zeros(2, 3, 4, 8))
+    with pytest.raises(CourseInputError, match=r"caches keys of shape \(2, 3, 4, 8\).*\(1, 3, 1, 8\)"):
+        cache.update(0, torch.zeros(1, 3, 1, 8), torch.zeros(1, 3, 1, 8))
+    assert cache.length == 4  # unchanged

@@ -63,7 +63,7 @@ def names(name: str, value, *, allow_empty: bool = False) -> tuple[str, ...]:
     """One name (a ``str``) or any iterable of names, each a non-blank ``str``; returned as a tuple."""
     values = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, Iterable) else None
     if values is None or not (values or allow_empty) or not all(isinstance(v, str) and v.strip() for v in values):
-        raise CourseInputError(f"{name} must be a name or a list of names (non-empty strings), got {value!r}")
+        raise CourseInputError(f"{name} must be a non-blank string or a list of them, got {value!r}")
     return values
 
 
@@ -77,6 +77,20 @@ def tensor(name: str, value, *, dim: int | None = None, kind: str | None = None)
         raise CourseInputError(f"{name} must be a floating tensor, got dtype {value.dtype}")
     if kind == "long" and value.dtype != torch.long:
         raise CourseInputError(f"{name} must hold token ids as torch.long, got dtype {value.dtype}")
+    return value
+
+
+def token_mask(name: str, value) -> Tensor:
+    """A tokenizer's ``(batch, tokens)`` mask: integers 0/1 or booleans, 1 (True) for a real token."""
+    if not isinstance(value, Tensor):
+        raise CourseInputError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.dim() != 2:
+        raise CourseInputError(f"expected {name} of shape (batch, tokens), got {tuple(value.shape)}")
+    if value.is_floating_point() or value.is_complex():
+        raise CourseInputError(f"{name} must hold integers or booleans (1 = token, 0 = padding), got dtype "
+                               f"{value.dtype}")
+    if value.dtype != torch.bool and not ((value == 0) | (value == 1)).all():
+        raise CourseInputError(f"{name} must contain only 0 and 1, got values {value.unique().tolist()}")
     return value
 
 
