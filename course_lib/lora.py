@@ -20,12 +20,15 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from course_lib.runtime.validate import CourseInputError, names, number, positive_int, tensor
+
 
 def lora_update(x: Tensor, lora_A: Tensor, lora_B: Tensor, scaling: float) -> Tensor:
     """The low-rank part alone, ``scaling · (x A^T) B^T``: x (..., in), A (r, in), B (out, r) -> (..., out).
 
     Never forms the (out, in) matrix ``B A``: two thin products cost r · (in + out) per token instead.
     """
+    _check_shapes(x, lora_A, lora_B, scaling)
     down = x @ lora_A.T              # (..., r): project into the rank-r space
     return scaling * (down @ lora_B.T)  # (..., out)
 
@@ -36,7 +39,20 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, lora_A: Tensor, 
 
     x (..., in), weight (out, in), bias (out,) or None, lora_A (r, in), lora_B (out, r) -> (..., out).
     """
+    _check_shapes(x, lora_A, lora_B, scaling)
+    out, n_in = lora_B.shape[0], x.shape[-1]
+    if tensor("weight", weight).shape != (out, n_in) or (bias is not None and tensor("bias", bias).shape != (out,)):
+        raise CourseInputError(f"weight must have shape (out, in) = {(out, n_in)} and bias ({out},) or None, as lora_B "
+                               f"and x say; got weight {tuple(weight.shape)}, bias "
+                               f"{None if bias is None else tuple(bias.shape)}")
     return torch.nn.functional.linear(x, weight, bias) + lora_update(x, lora_A, lora_B, scaling)  # (..., out)
+
+
+def _check_shapes(x, lora_A, lora_B, scaling) -> None:
+    tensor("x", x), tensor("lora_A", lora_A, dim=2), tensor("lora_B", lora_B, dim=2), number("scaling", scaling)
+    if x.dim() == 0 or lora_A.shape[1] != x.shape[-1] or lora_B.shape[1] != lora_A.shape[0]:
+        raise CourseInputError(f"shapes must chain as x (..., in), lora_A (r, in), lora_B (out, r); got x "
+                               f"{tuple(x.shape)}, lora_A {tuple(lora_A.shape)}, lora_B {tuple(lora_B.shape)}")
 
 
 class LoRALinear(nn.Module):
@@ -45,14 +61,8 @@ class LoRALinear(nn.Module):
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16.0, dropout: float = 0.0):
         super().__init__()
         if not isinstance(base, nn.Linear):
-            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
-        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"expected a rank r >= 1 (an int), got {r!r}")
-        if r > min(base.in_features, base.out_features):
-            raise ValueError(f"rank r={r} is larger than the layer itself ({base.out_features} x {base.in_features}): "
-                             "a low-rank update needs r <= min(in_features, out_features)")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"expected dropout in [0, 1), got {dropout!r}")
+            raise CourseInputError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
+        _check_settings({"base": base}, r, alpha, dropout)
         self.base = base
         for parameter in base.parameters():
             parameter.requires_grad_(False)  # the pretrained weight and bias stay as they are
@@ -76,8 +86,8 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.lora_B @ self.lora_A)  # (out, r) @ (r, in) -> (out, in)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
+        if tensor("x", x).dim() == 0 or x.shape[-1] != self.in_features:
+            raise CourseInputError(f"expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
         # dropout acts on the update's input only; the frozen path sees x unchanged (as in peft)
         return self.base(x) + lora_update(self.dropout(x), self.lora_A, self.lora_B, self.scaling)  # (..., out)
 
@@ -98,20 +108,32 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}"
 
 
+def _check_settings(layers: dict[str, nn.Linear], r, alpha, dropout) -> None:
+    """The checks of LoRALinear's settings, also run by apply_lora on every layer before it changes anything."""
+    positive_int("r", r), number("alpha", alpha, 0, low_open=True), number("dropout", dropout, 0, 1, high_open=True)
+    small = [f"{name} ({m.out_features} x {m.in_features})" for name, m in layers.items()
+             if r > min(m.in_features, m.out_features)]
+    if small:
+        raise CourseInputError(f"rank r={r} is larger than the layer itself: {', '.join(small)}; a low-rank update "
+                               "needs r <= min(in_features, out_features)")
+
+
 # ----------------------------------------------------------------------------------------------- models
-def matches(name: str, targets: Iterable[str]) -> bool:
+def matches(name: str, targets: Iterable[str] | str) -> bool:
     """Does module ``name`` (e.g. ``bert.encoder.layer.0.attention.self.query``) match one of ``targets``?
 
     A target matches the whole name or its last dotted parts (``"query"``, ``"self.query"``), as in peft.
     """
+    if not isinstance(name, str):
+        raise CourseInputError(f"name must be a module name (a str), got {name!r}")
+    targets = names("targets", targets, allow_empty=True)
     return any(name == target or name.endswith("." + target) for target in targets)
 
 
-def _targets(target_modules) -> tuple[str, ...]:
-    targets = (target_modules,) if isinstance(target_modules, str) else tuple(target_modules)
-    if not targets or not all(isinstance(t, str) and t for t in targets):
-        raise ValueError(f"expected module names such as ('query', 'value'), got {target_modules!r}")
-    return targets
+def _module(model) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise CourseInputError(f"model must be a torch nn.Module, got {type(model).__name__}")
+    return model
 
 
 def apply_lora(model: nn.Module, target_modules: Iterable[str] | str = ("query", "value"), r: int = 8,
@@ -119,17 +141,25 @@ def apply_lora(model: nn.Module, target_modules: Iterable[str] | str = ("query",
     """Freeze ``model`` and replace every ``nn.Linear`` named in ``target_modules`` by a :class:`LoRALinear`.
 
     ``trainable_modules`` (say ``("classifier",)`` for a fresh task head) stay fully trainable. Changes the
-    model in place and returns it. Raises if a target matches nothing or matches a layer that is not linear.
+    model in place and returns it. Every argument and every chosen layer is checked first, so a call that
+    raises leaves the model as it was.
     """
-    targets = _targets(target_modules)
-    keep = tuple(trainable_modules) if not isinstance(trainable_modules, str) else (trainable_modules,)
+    modules = [name for name, _ in _module(model).named_modules() if name]
+    targets = names("target_modules", target_modules)
+    keep = names("trainable_modules", trainable_modules, allow_empty=True)
+    missing = [t for t in targets if not any(matches(name, t) for name in modules)]
+    if missing:
+        raise CourseInputError(f"none of the target modules {missing} is in {type(model).__name__}; "
+                               f"its linear layers end in: {sorted(_suffixes(model, nn.Linear))}")
     chosen = [(name, module) for name, module in model.named_modules() if name and matches(name, targets)]
-    if not chosen:
-        raise ValueError(f"none of the target modules {list(targets)} is in {type(model).__name__}; "
-                         f"its linear layers end in: {sorted(_linear_suffixes(model))}")
     wrong = [f"{name} ({type(module).__name__})" for name, module in chosen if not isinstance(module, nn.Linear)]
     if wrong:
-        raise TypeError(f"LoRA here wraps nn.Linear layers only; these targets are not: {', '.join(wrong)}")
+        raise CourseInputError(f"LoRA here wraps nn.Linear layers only; these targets are not: {', '.join(wrong)}")
+    _check_settings(dict(chosen), r, alpha, dropout)
+    unknown = [t for t in keep if not any(matches(name, t) for name in modules)]
+    if unknown:
+        raise CourseInputError(f"trainable_modules {unknown} match no module of {type(model).__name__}; "
+                               f"pick from the module names: {sorted(_suffixes(model, nn.Module))}")
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     for name, module in chosen:
@@ -143,20 +173,20 @@ def apply_lora(model: nn.Module, target_modules: Iterable[str] | str = ("query",
     return model
 
 
-def _linear_suffixes(model: nn.Module) -> set[str]:
-    return {name.rpartition(".")[2] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+def _suffixes(model: nn.Module, kind: type) -> set[str]:
+    return {name.rpartition(".")[2] for name, module in model.named_modules() if name and isinstance(module, kind)}
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     """Every :class:`LoRALinear` of the model, by name."""
-    return {name: module for name, module in model.named_modules() if isinstance(module, LoRALinear)}
+    return {name: module for name, module in _module(model).named_modules() if isinstance(module, LoRALinear)}
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Replace each :class:`LoRALinear` by its merged ``nn.Linear`` (in place); returns the model."""
     layers = lora_layers(model)
     if not layers:
-        raise ValueError(f"{type(model).__name__} has no LoRALinear layers to merge (call apply_lora first)")
+        raise CourseInputError(f"{type(model).__name__} has no LoRALinear layers to merge (call apply_lora first)")
     for name, layer in layers.items():
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -166,4 +196,5 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 def lora_parameter_count(in_features: int, out_features: int, r: int) -> int:
     """Parameters LoRA adds to one (out, in) linear layer: A has r · in, B has out · r."""
+    positive_int("in_features", in_features), positive_int("out_features", out_features), positive_int("r", r)
     return r * (in_features + out_features)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from course_lib.runtime.validate import CourseInputError, nonnegative_int, number, one_of, positive_int
+
 METHODS = ("full", "lora")
 PRECISIONS = ("fp32", "bf16")
 MODELS = ("decoder", "encoder")
@@ -33,11 +35,17 @@ MODELS = ("decoder", "encoder")
 def training_state_bytes(total: int, trainable: int, bytes_per_number: int = 4) -> int:
     """Bytes for weights (all ``total`` parameters), gradients and AdamW's two moments (``trainable`` only),
     every number ``bytes_per_number`` bytes (4 for float32, 2 for bfloat16)."""
+    nonnegative_int("total", total), positive_int("bytes_per_number", bytes_per_number)
+    if nonnegative_int("trainable", trainable) > total:
+        raise CourseInputError(f"trainable ({trainable}) cannot exceed total ({total}): total counts every parameter, "
+                               "trainable or frozen")
     return bytes_per_number * (total + trainable + 2 * trainable)
 
 
 def state_bytes(model: torch.nn.Module) -> dict[str, int]:
     """Bytes of weights, gradients and AdamW moments the model needs for training, from its parameters."""
+    if not isinstance(model, torch.nn.Module):
+        raise CourseInputError(f"model must be a torch nn.Module, got {type(model).__name__}")
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     return {"weights": weights, "gradients": trainable, "adamw": 2 * trainable,
@@ -110,6 +118,7 @@ def _load(model_name: str, precision: str, device: torch.device):
 
 def run_one(model_name: str, method: str, precision: str, batch: int, tokens: int, steps: int, r: int) -> dict:
     """Load, (wrap with LoRA), and take ``steps`` AdamW steps on random tokens; report counted and peak bytes."""
+    _check_run(model_name, method, precision, batch=batch, tokens=tokens, steps=steps, r=r)
     from course_lib.lora import apply_lora
     from course_lib.settings import get_device, seed_everything
 
@@ -167,17 +176,25 @@ def run_one(model_name: str, method: str, precision: str, batch: int, tokens: in
 def measure(model: str = "decoder", method: str = "lora", precision: str = "fp32", batch: int = 2,
             tokens: int = 32, steps: int = 2, r: int = 8, threads: int | None = None, timeout: float = 600) -> dict:
     """:func:`run_one` in a fresh Python process (its memory starts clean); returns its report."""
+    _check_run(model, method, precision, batch=batch, tokens=tokens, steps=steps, r=r)
+    number("timeout", timeout, 0, low_open=True)
     command = [sys.executable, "-m", "course_lib.train_memory", "--model", model, "--method", method,
                "--precision", precision, "--batch", str(batch), "--tokens", str(tokens), "--steps", str(steps),
                "--r", str(r)]
     env = dict(os.environ)
     if threads is not None:
-        env["OMP_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = str(positive_int("threads", threads))
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"the memory run {model}/{method}/{precision} failed:\n{tail}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _check_run(model: str, method: str, precision: str, **sizes: int) -> None:
+    one_of("model", model, MODELS), one_of("method", method, METHODS), one_of("precision", precision, PRECISIONS)
+    for name, size in sizes.items():
+        positive_int(name, size)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import contextlib
 import copy
 import io
 import re
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -17,7 +18,9 @@ from torch import nn
 
 import course_lib  # noqa: F401  (offline mode first)
 from course_lib import assets
-from course_lib.lora import (LoRALinear, apply_lora, lora_layers, lora_linear, lora_parameter_count, merge_lora)
+from course_lib.lora import (LoRALinear, apply_lora, lora_layers, lora_linear, lora_parameter_count, lora_update,
+                             matches, merge_lora)
+from course_lib.runtime.errors import CourseInputError
 from course_lib.training import count_parameters
 
 peft = pytest.importorskip("peft")
@@ -189,9 +192,178 @@ def test_bad_input_gets_a_clear_error():
         apply_lora(copy.deepcopy(model), ["1"])
     with pytest.raises(ValueError, match="rank r=5 is larger"):
         LoRALinear(nn.Linear(4, 4), r=5)
-    with pytest.raises(ValueError, match="rank r >= 1"):
+    with pytest.raises(ValueError, match="r must be an integer >= 1, got 0"):
         LoRALinear(nn.Linear(4, 4), r=0)
     with pytest.raises(ValueError, match=r"expected input of shape \(\.\.\., 4\), got \(2, 3\)"):
         LoRALinear(nn.Linear(4, 4), r=2)(torch.zeros(2, 3))
     with pytest.raises(ValueError, match="no LoRALinear layers"):
         merge_lora(model)
+
+
+# ----------------------------------------------------------------------------------------------- refused input
+def _small_model():
+    """Named like a classifier: query (8 -> 8), value (8 -> 2, so r <= 2), a ReLU and a head."""
+    torch.manual_seed(0)
+    return nn.Sequential(OrderedDict(query=nn.Linear(8, 8), act=nn.ReLU(), value=nn.Linear(8, 2),
+                                     classifier=nn.Linear(2, 2)))
+
+
+def _snapshot(model):
+    return ([(n, type(m)) for n, m in model.named_modules()], {n: p.requires_grad for n, p in model.named_parameters()},
+            {k: v.clone() for k, v in model.state_dict().items()})
+
+
+GOOD = dict(target_modules=("query", "value"), r=2, alpha=4.0, dropout=0.0, trainable_modules=("classifier",))
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(target_modules=None), "target_modules must be a non-blank string or a list"),
+    (dict(target_modules=[]), "target_modules must be a non-blank string or a list"),
+    (dict(target_modules=["query", ""]), "target_modules must be a non-blank string or a list"),
+    (dict(target_modules=["query", 3]), "target_modules must be a non-blank string or a list"),
+    (dict(target_modules=["query", "valeu"]),
+     r"none of the target modules \['valeu'\] is in Sequential; its linear layers end in: "
+     r"\['classifier', 'query', 'value'\]"),
+    (dict(target_modules=["query", "act"]), r"nn.Linear layers only; these targets are not: act \(ReLU\)"),
+    (dict(r=0), "r must be an integer >= 1, got 0"),
+    (dict(r=-2), "r must be an integer >= 1, got -2"),
+    (dict(r=True), "r must be an integer >= 1, got True"),
+    (dict(r=2.0), "r must be an integer >= 1, got 2.0"),
+    (dict(r=None), "r must be an integer >= 1, got None"),
+    (dict(r=4), r"rank r=4 is larger than the layer itself: value \(2 x 8\)"),  # query (8 x 8) alone would take it
+    (dict(alpha=0), "alpha must be a number > 0, got 0"),
+    (dict(alpha=-16.0), "alpha must be a number > 0, got -16.0"),
+    (dict(alpha=float("nan")), "alpha must be a number > 0, got nan"),
+    (dict(alpha=None), "alpha must be a number > 0, got None"),
+    (dict(alpha=True), "alpha must be a number > 0, got True"),
+    (dict(dropout=1.0), r"dropout must be a number in \[0, 1\), got 1.0"),
+    (dict(dropout=-0.1), r"dropout must be a number in \[0, 1\), got -0.1"),
+    (dict(dropout=float("nan")), r"dropout must be a number in \[0, 1\), got nan"),
+    (dict(dropout=None), r"dropout must be a number in \[0, 1\), got None"),
+    (dict(trainable_modules=["clasifier"]),
+     r"trainable_modules \['clasifier'\] match no module of Sequential; pick from the module names: "
+     r"\['act', 'classifier', 'query', 'value'\]"),
+    (dict(trainable_modules=["classifier", "head"]), r"trainable_modules \['head'\] match no module"),
+    (dict(trainable_modules=None), "trainable_modules must be a non-blank string or a list"),
+    (dict(trainable_modules=[""]), "trainable_modules must be a non-blank string or a list"),
+])
+def test_apply_lora_refuses_bad_input_and_leaves_the_model_as_it_was(change, message):
+    model = _small_model()
+    before = _snapshot(model)
+    with pytest.raises(CourseInputError, match=message):
+        apply_lora(model, **{**GOOD, **change})
+    modules, flags, weights = _snapshot(model)
+    assert (modules, flags) == before[:2]  # no layer wrapped, no parameter frozen or unfrozen
+    assert weights.keys() == before[2].keys() and all(torch.equal(weights[k], before[2][k]) for k in weights)
+    # and the same model still takes a good call
+    apply_lora(model, **GOOD)
+    assert set(lora_layers(model)) == {"query", "value"} and model.classifier.weight.requires_grad
+
+
+def test_apply_lora_refuses_what_is_not_a_model():
+    with pytest.raises(CourseInputError, match="model must be a torch nn.Module, got NoneType"):
+        apply_lora(None, ["query"])
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda base: LoRALinear(None), "LoRALinear wraps an nn.Linear, got NoneType"),
+    (lambda base: LoRALinear(nn.ReLU()), "LoRALinear wraps an nn.Linear, got ReLU"),
+    (lambda base: LoRALinear(base, r=0), "r must be an integer >= 1, got 0"),
+    (lambda base: LoRALinear(base, r=True), "r must be an integer >= 1, got True"),
+    (lambda base: LoRALinear(base, r=3), r"rank r=3 is larger than the layer itself: base \(2 x 4\)"),
+    (lambda base: LoRALinear(base, r=1, alpha=-1), "alpha must be a number > 0, got -1"),
+    (lambda base: LoRALinear(base, r=1, alpha=float("nan")), "alpha must be a number > 0, got nan"),
+    (lambda base: LoRALinear(base, r=1, alpha=None), "alpha must be a number > 0, got None"),
+    (lambda base: LoRALinear(base, r=1, dropout=None), r"dropout must be a number in \[0, 1\), got None"),
+    (lambda base: LoRALinear(base, r=1, dropout=1.5), r"dropout must be a number in \[0, 1\), got 1.5"),
+])
+def test_lora_layer_refuses_bad_settings_and_leaves_the_layer_trainable(make, message):
+    base = nn.Linear(4, 2)
+    with pytest.raises(CourseInputError, match=message):
+        make(base)
+    assert base.weight.requires_grad and base.bias.requires_grad  # a refused wrap froze nothing
+
+
+@pytest.mark.parametrize("x, message", [
+    (None, "x must be a torch.Tensor, got NoneType"),
+    ([[0.0] * 4], "x must be a torch.Tensor, got list"),
+    (torch.tensor(1.0), r"expected input of shape \(\.\.\., 4\), got \(\)"),
+    (torch.zeros(2, 3), r"expected input of shape \(\.\.\., 4\), got \(2, 3\)"),
+])
+def test_lora_layer_forward_refuses_bad_input(x, message):
+    with pytest.raises(CourseInputError, match=message):
+        LoRALinear(nn.Linear(4, 2), r=1)(x)
+
+
+X, W, A, B = torch.zeros(3, 4), torch.zeros(2, 4), torch.zeros(1, 4), torch.zeros(2, 1)  # in 4, out 2, r 1
+
+
+@pytest.mark.parametrize("args, message", [
+    ((None, A, B, 1.0), "x must be a torch.Tensor, got NoneType"),
+    ((X, A[0], B, 1.0), r"lora_A must have 2 dimensions, got shape \(4,\)"),
+    ((X, A, None, 1.0), "lora_B must be a torch.Tensor, got NoneType"),
+    ((X, A, B, None), "scaling must be a number, got None"),
+    ((X, A, B, float("nan")), "scaling must be a number, got nan"),
+    ((torch.zeros(3, 5), A, B, 1.0), r"shapes must chain as x \(\.\.\., in\).*got x \(3, 5\), lora_A \(1, 4\)"),
+    ((X, A, torch.zeros(2, 3), 1.0), r"shapes must chain.*lora_B \(2, 3\)"),
+    ((torch.tensor(1.0), A, B, 1.0), r"shapes must chain.*got x \(\)"),
+])
+def test_lora_update_refuses_bad_input(args, message):
+    with pytest.raises(CourseInputError, match=message):
+        lora_update(*args)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((X, None, None, A, B, 1.0), "weight must be a torch.Tensor, got NoneType"),
+    ((X, W.T, None, A, B, 1.0), r"weight must have shape \(out, in\) = \(2, 4\).*got weight \(4, 2\)"),
+    ((X, W, torch.zeros(4), A, B, 1.0), r"bias \(2,\) or None.*bias \(4,\)"),
+    ((X, W, [0.0, 0.0], A, B, 1.0), "bias must be a torch.Tensor, got list"),
+    ((torch.zeros(3, 5), W, None, A, B, 1.0), r"shapes must chain.*got x \(3, 5\)"),
+    ((X, W, None, A, B, "2"), "scaling must be a number, got '2'"),
+])
+def test_lora_linear_refuses_bad_input(args, message):
+    with pytest.raises(CourseInputError, match=message):
+        lora_linear(*args)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((None, ["query"]), "name must be a module name"),
+    (("a.query", None), "targets must be a non-blank string or a list"),
+    (("a.query", [None]), "targets must be a non-blank string or a list"),
+    (("a.query", ["query", ""]), "targets must be a non-blank string or a list"),
+])
+def test_matches_refuses_bad_names(args, message):
+    with pytest.raises(CourseInputError, match=message):
+        matches(*args)
+
+
+def test_matches_reads_one_string_as_one_target():
+    assert matches("a.self.query", "query") and matches("a.self.query", "self.query")  # not its letters
+    assert not matches("a.query_gate", "query") and not matches("a.query", [])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: lora_layers(None), "model must be a torch nn.Module, got NoneType"),
+    (lambda: merge_lora("model"), "model must be a torch nn.Module, got str"),
+    (lambda: merge_lora(_small_model()), "Sequential has no LoRALinear layers to merge"),
+])
+def test_lora_layers_and_merge_refuse_what_is_not_a_lora_model(call, message):
+    with pytest.raises(CourseInputError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("args, message", [
+    ((768, 768, -8), "r must be an integer >= 1, got -8"),
+    ((768, 768, 0), "r must be an integer >= 1, got 0"),
+    ((768, 768, True), "r must be an integer >= 1, got True"),
+    ((768, 768, 8.0), "r must be an integer >= 1, got 8.0"),
+    ((0, 768, 8), "in_features must be an integer >= 1, got 0"),
+    ((-768, 768, 8), "in_features must be an integer >= 1, got -768"),
+    ((768.5, 768, 8), "in_features must be an integer >= 1, got 768.5"),
+    ((768, None, 8), "out_features must be an integer >= 1, got None"),
+    ((768, -1, 8), "out_features must be an integer >= 1, got -1"),
+])
+def test_lora_parameter_count_refuses_non_positive_sizes(args, message):
+    with pytest.raises(CourseInputError, match=message):
+        lora_parameter_count(*args)
+    assert lora_parameter_count(768, 384, 8) == 8 * (768 + 384)

@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
+from course_lib import train_memory
 from course_lib.lora import apply_lora
+from course_lib.runtime.errors import CourseInputError
 from course_lib.train_memory import measure, state_bytes, training_state_bytes
 
 
@@ -68,3 +70,69 @@ def test_lora_needs_far_less_training_memory_than_full_fine_tuning_measured_in_f
     for run in (full, lora):  # the counted state is a floor: activations and temporary buffers come on top
         assert run["measured_total"] >= 0.9 * run["counted"]["total"], run
     assert lora["measured_total"] < 0.6 * full["measured_total"], (lora, full)
+
+
+# ----------------------------------------------------------------------------------------------- refused input
+@pytest.mark.parametrize("args, message", [
+    ((-1, 0), "total must be an integer >= 0, got -1"),
+    ((None, 0), "total must be an integer >= 0, got None"),
+    ((10.5, 1), "total must be an integer >= 0, got 10.5"),
+    ((True, 0), "total must be an integer >= 0, got True"),
+    ((10, -1), "trainable must be an integer >= 0, got -1"),
+    ((10, 1.0), "trainable must be an integer >= 0, got 1.0"),
+    ((10, 20), r"trainable \(20\) cannot exceed total \(10\)"),
+    ((10, 1, 0), "bytes_per_number must be an integer >= 1, got 0"),
+    ((10, 1, -4), "bytes_per_number must be an integer >= 1, got -4"),
+    ((10, 1, 2.5), "bytes_per_number must be an integer >= 1, got 2.5"),
+    ((10, 1, "fp32"), "bytes_per_number must be an integer >= 1, got 'fp32'"),
+])
+def test_training_state_bytes_refuses_negative_counts_and_sizes(args, message):
+    with pytest.raises(CourseInputError, match=message):
+        training_state_bytes(*args)
+    assert training_state_bytes(500, 0) == 2000 and training_state_bytes(10, 10, 2) == 80  # edge cases still fine
+
+
+@pytest.mark.parametrize("model", [None, "decoder", [nn.Linear(2, 2)]])
+def test_state_bytes_refuses_what_is_not_a_model(model):
+    with pytest.raises(CourseInputError, match="model must be a torch nn.Module, got"):
+        state_bytes(model)
+
+
+BAD_RUNS = [
+    (dict(model="gpt2"), "model must be one of 'decoder', 'encoder'; got 'gpt2'"),
+    (dict(method="qlora"), "method must be one of 'full', 'lora'; got 'qlora'"),
+    (dict(precision="fp16"), "precision must be one of 'fp32', 'bf16'; got 'fp16'"),
+    (dict(precision=None), "precision must be one of 'fp32', 'bf16'; got None"),
+    (dict(batch=0), "batch must be an integer >= 1, got 0"),
+    (dict(tokens=-32), "tokens must be an integer >= 1, got -32"),
+    (dict(steps=True), "steps must be an integer >= 1, got True"),
+    (dict(steps=1.5), "steps must be an integer >= 1, got 1.5"),
+    (dict(r=0), "r must be an integer >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("change, message", BAD_RUNS + [
+    (dict(threads=0), "threads must be an integer >= 1, got 0"),
+    (dict(threads=2.0), "threads must be an integer >= 1, got 2.0"),
+    (dict(timeout=0), "timeout must be a number > 0, got 0"),
+    (dict(timeout=-1), "timeout must be a number > 0, got -1"),
+    (dict(timeout=float("nan")), "timeout must be a number > 0, got nan"),
+])
+def test_measure_refuses_bad_settings_before_starting_a_process(monkeypatch, change, message):
+    def no_process(*args, **kwargs):
+        raise AssertionError("measure started a process for settings it should have refused")
+
+    monkeypatch.setattr(subprocess, "run", no_process)
+    with pytest.raises(CourseInputError, match=message):
+        measure(**{**dict(model="encoder", method="lora", precision="fp32", batch=2, tokens=16, steps=1), **change})
+
+
+@pytest.mark.parametrize("change, message", BAD_RUNS)
+def test_run_one_refuses_bad_settings_before_loading_a_model(monkeypatch, change, message):
+    def no_load(*args, **kwargs):
+        raise AssertionError("run_one loaded a model for settings it should have refused")
+
+    monkeypatch.setattr(train_memory, "_load", no_load)
+    settings = {**dict(model="encoder", method="lora", precision="fp32", batch=2, tokens=16, steps=1, r=8), **change}
+    with pytest.raises(CourseInputError, match=message):
+        train_memory.run_one(settings.pop("model"), **settings)
