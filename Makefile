@@ -9,12 +9,16 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup lab test test-numerics test-numerics-all test-full test-fast doctor prepare execute book serve-book bench editions slides timings clean
+.PHONY: setup lock lab test test-numerics test-numerics-all test-full test-fast doctor prepare execute book serve-book bench editions slides timings clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/assets.txt scripts/setup.sh
 	bash scripts/setup.sh
+
+## Rewrite requirements/constraints.txt from the installed environment (after changing a range in pyproject.toml).
+lock: setup
+	bash scripts/lock.sh
 
 ## Open the course in JupyterLab (sets up and prepares assets on first use).
 lab: setup

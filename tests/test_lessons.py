@@ -116,14 +116,18 @@ def test_install_assets_installs_the_hash_pinned_packages_of_the_course(tmp_path
 def test_setup_cell_installs_the_distribution_that_pyproject_names():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert DISTRIBUTION == project["name"]
-    assert f'"install", "-q", "{project["name"]}"' in SETUP_CELL
+    assert f'subprocess.run([*pip, "{project["name"]}", *torch])' in SETUP_CELL
+    archive = f'{project["urls"]["Repository"]}/archive/refs/heads/main.zip'
+    assert f'os.environ.get("COURSE_SOURCE", "{archive}")' in SETUP_CELL  # while no release is on PyPI
 
 
 def test_setup_cell_installs_the_pinned_torch_only_where_there_is_none():
     pins = dict(line.split("==") for line in (ROOT / "requirements" / "constraints.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
     assert TORCH_WHEN_MISSING == f"torch=={pins['torch']}"
-    assert re.search(r'if importlib\.util\.find_spec\("torch"\) else \["torch==', SETUP_CELL)
+    assert 'if importlib.util.find_spec("torch") is None:' in SETUP_CELL
+    assert f'torch = ["{TORCH_WHEN_MISSING}", *cpu]' in SETUP_CELL
+    assert '["--extra-index-url", "https://download.pytorch.org/whl/cpu"]' in SETUP_CELL  # the CPU build, no GPU
 
 
 def test_setup_cell_does_nothing_where_the_course_is_installed(tmp_path):

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from course_lib.runtime.disk import current_umask
 from course_lib.runtime.install import SETUP_CELL, course_file
 
 LESSON_PATTERN = "[0-9][0-9]_*.ipynb"
@@ -56,6 +57,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; a class's folder needs the umask's modes
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

