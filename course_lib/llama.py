@@ -3,7 +3,8 @@
 What changes against the GPT of lesson 04: RMSNorm instead of LayerNorm, rotary position embeddings applied to
 queries and keys instead of learned position vectors, grouped-query attention (``G`` key/value heads shared by
 ``H`` query heads), a gated SwiGLU feed-forward network, and no biases. :func:`load_pretrained_decoder` loads
-SmolLM2-135M-Instruct's checkpoint through a table of parameter names, and the result matches ``transformers``.
+SmolLM2-135M-Instruct's checkpoint (or any Llama checkpoint) through a table of parameter names, and the result
+matches ``transformers``.
 
 Shapes: ``B`` batch, ``T`` new tokens, ``S`` key/value tokens (cached + new), ``D`` model width, ``H`` query
 heads, ``G`` key/value heads, ``d`` head width, ``V`` vocabulary.
@@ -11,7 +12,6 @@ heads, ``G`` key/value heads, ``d`` head width, ``V`` vocabulary.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from course_lib.assets import DECODER_CACHE, decoder_path
 from course_lib.attention import KVCache, decoder_mask, scaled_dot_product_attention
+from course_lib.checkpoints import read_checkpoint
 from course_lib.decoder import check_cache, check_inputs, check_position_ids, language_model_loss
 from course_lib.decoder import position_ids as default_positions
 from course_lib.runtime import cache
@@ -346,22 +347,20 @@ def hf_llama_name_map(num_layers: int) -> dict[str, str]:
     return names
 
 
-def load_pretrained_decoder(path: str | Path | None = None, dtype: torch.dtype = torch.float32) -> LlamaForCausalLM:
-    """The course's Llama-style model with SmolLM2-135M's weights, in eval mode.
+def load_pretrained_decoder(source=None, dtype: torch.dtype = torch.float32, *,
+                            config: dict | None = None) -> LlamaForCausalLM:
+    """The course's Llama-style model with a Llama checkpoint's weights (default: SmolLM2-135M), in eval mode.
 
-    ``path``: a folder with a transformers Llama ``config.json`` and ``model.safetensors`` (default: the course's
-    cache, checked; a damaged cache raises an error that names the folder and the command that repairs it).
+    ``source``: a folder with a transformers Llama ``config.json`` and ``model.safetensors`` (default: the
+    course's cache, checked; a damaged cache raises an error that names the folder and the command that repairs
+    it), a ``transformers`` Llama model in memory, or a state dict with ``config`` (see
+    :func:`~course_lib.checkpoints.read_checkpoint`).
     """
-    from safetensors.torch import load_file
-
-    course_cache = path is None
-    path = Path(decoder_path() if course_cache else path)
-    for name in ("config.json", "model.safetensors"):
-        if not (path / name).exists():
-            raise FileNotFoundError(f"expected {name} in the decoder folder {path}")
-    with cache.explain_load_failure(path, DECODER_CACHE) if course_cache else contextlib.nullcontext():
-        config = LlamaConfig.from_hf_config(json.loads((path / "config.json").read_text()))
-        checkpoint = load_file(str(path / "model.safetensors"))
+    course_cache = source is None
+    source = decoder_path() if course_cache else source
+    with cache.explain_load_failure(Path(source), DECODER_CACHE) if course_cache else contextlib.nullcontext():
+        settings, checkpoint = read_checkpoint(source, config)
+    config = LlamaConfig.from_hf_config(settings)
     names = hf_llama_name_map(config.num_layers)
     unknown = sorted(set(checkpoint) - set(names))
     if unknown:

@@ -211,6 +211,18 @@ def test_llama_rotary_scaling_with_missing_or_unknown_keys_is_refused():
         LlamaConfig(rope_scaling={"rope_type": "linear", "factor": -2.0})
 
 
+def test_llama_loads_from_a_model_in_memory_or_a_state_dict_as_from_its_folder(tmp_path):
+    config = _llama_config(7, ROPES["llama3"], "rope_parameters")
+    theirs, from_folder = _llama_pair(7, config, tmp_path)
+    ids = torch.randint(0, 89, (1, 80), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        expected = from_folder(ids)[0]
+        for source, kwargs in ((theirs, {}), (theirs.state_dict(), {"config": config})):
+            torch.testing.assert_close(load_pretrained_decoder(source, **kwargs)(ids)[0], expected, rtol=0, atol=0)
+    with pytest.raises(CourseInputError, match="state dict carries no sizes"):
+        load_pretrained_decoder(theirs.state_dict())
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_llama_left_padded_batch_and_explicit_position_ids_equal_transformers(seed, tmp_path):
     config = _llama_config(seed + 10, None, "rope_parameters")
