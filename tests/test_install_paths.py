@@ -179,3 +179,19 @@ def test_lessons_without_a_cached_model_start_without_building_one(tmp_path):
                             env={**os.environ, "COURSE_CACHE_DIR": str(cache)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert not cache.exists() or not any(cache.iterdir()), sorted(cache.iterdir())
+
+
+def test_readme_memory_statements_agree_with_the_recorded_timings():
+    readme = (ROOT / "README.md").read_text()
+    peaks = {name[:2]: entry["quick"]["peak_rss_mb"] / 1024
+             for name, entry in json.loads((ROOT / "docs" / "timings.json").read_text())["notebooks"].items()}
+    fit = re.search(r"the lessons that peak under 1\.5 GB fit \((\d\d)-(\d\d) and (\d\d)\), (\d\d), (\d\d) and "
+                    r"(\d\d) do\s+not", readme)
+    assert fit, "README's Binder memory sentence changed: update this test with it"
+    first, last, extra, *heavy = fit.groups()
+    said_to_fit = {f"{n:02d}" for n in range(int(first), int(last) + 1)} | {extra}
+    assert said_to_fit == {name for name, gb in peaks.items() if gb < 1.5}, peaks
+    assert set(heavy) == {name for name, gb in peaks.items() if gb >= 1.5}, peaks
+    limit = float(re.search(r"memory: \{guarantee: \d+G, limit: (\d+)G\}", readme).group(1))
+    assert limit > max(peaks.values()), (limit, peaks)
+    assert readme.count("about 4.5-5 GB on disk") == 1 and "about 4 GB in all" not in readme  # one image estimate
