@@ -26,11 +26,17 @@ import sys
 import time
 from pathlib import Path
 
+from course_lib.runtime.validate import CourseInputError, folder, nonnegative_int, number, one_of, positive_int
+from course_lib.settings import MAX_SEED, get_device, seed_everything
+
 RUN_LOG = "run.json"
 FINAL_DIR = "final"
+ENCODER_LAYERS = 6  # all-MiniLM-L6-v2
+MAX_TOKENS = 512  # its position embeddings
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m course_lib.ddp_train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", required=True, help="folder for run.json, checkpoints and final weights")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps (default 12)")
@@ -44,30 +50,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=48, help="tokens per review (default 48)")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: bf16 on a GPU that supports it, else fp32")
-    args = parser.parse_args(argv)
-    for name in ("steps", "batch_size", "grad_accum", "layers", "eval_rows", "max_length"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    return parser
+
+
+def _check_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """Check the script's settings (as ``parse_args`` returns them); raise ``CourseInputError`` naming the flag."""
+    folder("--output-dir", args.output_dir, must_exist=False)
+    for name in ("steps", "batch_size", "grad_accum", "eval_rows"):
+        positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    positive_int("--layers", number("--layers", args.layers, 1, ENCODER_LAYERS))
+    positive_int("--max-length", number("--max-length", args.max_length, 1, MAX_TOKENS))
+    nonnegative_int("--save-steps", args.save_steps)
+    nonnegative_int("--stop-after", args.stop_after)
+    number("--learning-rate", args.learning_rate, 0, 1, low_open=True)
+    _seed("--seed", args.seed)
+    one_of("--precision", args.precision, PRECISIONS)
     if args.stop_after and not 0 < args.stop_after < args.steps:
-        parser.error(f"--stop-after must lie between 1 and --steps - 1 ({args.steps - 1}), got {args.stop_after}")
+        raise CourseInputError(f"--stop-after must lie between 1 and --steps - 1 ({args.steps - 1}), "
+                               f"got {args.stop_after}")
     if args.stop_after and (not args.save_steps or args.stop_after % args.save_steps):
-        parser.error("--stop-after must be a multiple of --save-steps, or the interrupted run leaves no checkpoint")
-    if args.resume_from and not (Path(args.resume_from) / "trainer_state.json").is_file():
-        parser.error(f"--resume-from {args.resume_from!r} is not a Trainer checkpoint folder (no trainer_state.json)")
+        raise CourseInputError("--stop-after must be a multiple of --save-steps, or the interrupted run leaves no "
+                               "checkpoint")
+    if args.resume_from is not None and not (folder("--resume-from", args.resume_from, must_exist=False)
+                                             / "trainer_state.json").is_file():
+        raise CourseInputError(f"--resume-from {str(args.resume_from)!r} is not a Trainer checkpoint folder (no "
+                               "trainer_state.json)")
+    get_device()  # a bad COURSE_DEVICE stops the run here, before any process loads a model
     return args
+
+
+def _seed(name: str, value) -> int:
+    return nonnegative_int(name, number(name, value, 0, MAX_SEED))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's settings; a bad one ends the program with status 2 and one line naming the flag."""
+    parser = _parser()
+    if argv is not None and (isinstance(argv, str) or not all(isinstance(a, str) for a in argv)):
+        raise CourseInputError(f"argv must be a list of strings (or None for sys.argv), got {argv!r}")
+    args = parser.parse_args(argv)
+    try:
+        return _check_arguments(args)
+    except CourseInputError as error:
+        parser.error(str(error))
 
 
 def build_model(layers: int, seed: int):
     """The first ``layers`` layers of the course encoder with a seeded two-class head; dropout off everywhere,
     embeddings frozen."""
+    positive_int("layers", number("layers", layers, 1, ENCODER_LAYERS))  # the seed: checked by seed_everything
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     from course_lib import assets
     from course_lib.data import MOVIE_LABELS
-    from course_lib.settings import seed_everything
 
     seed_everything(seed)
     verbosity = hf_logging.get_verbosity()
@@ -92,6 +130,10 @@ def build_model(layers: int, seed: int):
 
 def build_data(rows: int, eval_rows: int, max_length: int, seed: int):
     """``rows`` training reviews in a seeded order and ``eval_rows`` validation reviews, tokenized, unpadded."""
+    positive_int("rows", rows)
+    positive_int("eval_rows", eval_rows)
+    positive_int("max_length", number("max_length", max_length, 1, MAX_TOKENS))
+    _seed("seed", seed)
     from course_lib import assets
     from course_lib.data import load_movie_reviews
 
@@ -122,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available() and os.environ.get("COURSE_DEVICE", "") != "cpu"
+    cuda = get_device().type == "cuda"
     bf16 = args.precision == "bf16" or (args.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
     global_batch = args.batch_size * args.grad_accum * world_size
     tokenizer, train, validation = build_data(args.steps * global_batch, args.eval_rows, args.max_length, args.seed)
@@ -200,15 +242,19 @@ def main(argv: list[str] | None = None) -> int:
 def command(output_dir: str | os.PathLike, processes: int = 1, **options) -> list[str]:
     """The command line that runs this script in ``processes`` processes (torchrun when more than one).
 
-    ``options`` become flags: ``batch_size=8`` -> ``--batch-size 8``. ``python -m torch.distributed.run`` is
-    what the ``torchrun`` command runs; calling it through this interpreter keeps the course environment.
+    ``options`` become flags: ``batch_size=8`` -> ``--batch-size 8``; they are checked as the script checks them
+    (``CourseInputError`` naming the flag). ``python -m torch.distributed.run`` is what the ``torchrun`` command
+    runs; calling it through this interpreter keeps the course environment.
     """
-    flags = [f"--output-dir={output_dir}"]
-    for name, value in options.items():
-        if value is not None:
-            flags.append(f"--{name.replace('_', '-')}={value}")
-    if processes < 1:
-        raise ValueError(f"expected at least 1 process, got {processes}")
+    positive_int("processes", processes)
+    defaults = vars(_parser().parse_args(["--output-dir=."]))
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise CourseInputError(f"unknown option(s) {', '.join(unknown)}: the script takes "
+                               f"{', '.join(sorted(set(defaults) - {'output_dir'}))}")
+    given = {name: value for name, value in options.items() if value is not None}
+    _check_arguments(argparse.Namespace(**{**defaults, **given, "output_dir": output_dir}))
+    flags = [f"--output-dir={output_dir}", *(f"--{name.replace('_', '-')}={value}" for name, value in given.items())]
     if processes == 1:
         return [sys.executable, "-m", "course_lib.ddp_train", *flags]
     # --local-addr: the processes meet on the loopback address, without looking up this machine's host name
@@ -221,14 +267,18 @@ def launch(output_dir: str | os.PathLike, processes: int = 1, timeout: float = 6
     """Run the script (in a fresh process, or ``processes`` under torchrun) and return its ``run.json``.
 
     ``threads`` sets OMP_NUM_THREADS for each process (torchrun's default with several processes is 1).
-    A failing run raises ``RuntimeError`` with the end of its output.
+    Bad arguments raise ``CourseInputError`` before any process starts; a failing run raises ``RuntimeError``
+    with the end of its output.
     """
+    number("timeout", timeout, 0, low_open=True)
+    if threads is not None:
+        positive_int("threads", threads)
+    run = command(output_dir, processes, **options)  # checks the rest
     env = dict(os.environ)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    done = subprocess.run(command(output_dir, processes, **options), env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(run, env=env, capture_output=True, text=True, timeout=timeout)
     log = Path(output_dir) / RUN_LOG
     if done.returncode != 0 or not log.is_file():
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-25:])
@@ -240,7 +290,7 @@ def final_weights(output_dir: str | os.PathLike) -> dict:
     """The final weights a run saved: ``{name: tensor}``."""
     from safetensors.torch import load_file
 
-    path = Path(output_dir) / FINAL_DIR / "model.safetensors"
+    path = folder("output_dir", output_dir, must_exist=False) / FINAL_DIR / "model.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"no final weights at {path}: did the run finish (not stopped early)?")
     return load_file(str(path))
@@ -248,6 +298,8 @@ def final_weights(output_dir: str | os.PathLike) -> dict:
 
 def max_weight_difference(run_a: str | os.PathLike, run_b: str | os.PathLike) -> float:
     """Largest ``|w_a - w_b|`` over every parameter of two runs' final weights."""
+    folder("run_a", run_a, must_exist=False)
+    folder("run_b", run_b, must_exist=False)
     a, b = final_weights(run_a), final_weights(run_b)
     if a.keys() != b.keys():
         raise ValueError(f"the runs saved different parameters: {sorted(a.keys() ^ b.keys())[:5]}")

@@ -19,10 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import assets, cache, sentiment
-from course_lib.errors import (
+from course_lib import assets, sentiment
+from course_lib.runtime import cache
+from course_lib.runtime.errors import (
     CacheDamagedError,
+    CacheNotWritableError,
     CacheOutOfDateError,
+    CourseInputError,
     NotEnoughSpaceError,
 )
 from course_lib.llama import load_pretrained_decoder
@@ -466,3 +469,101 @@ def _full_disk_through_a_failing_write(tmp_path, monkeypatch):
         _tiny_safetensors_build(tmp_path / "tiny")
     assert str(tmp_path) in str(caught.value) and "make prepare" in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock", "notes.txt"]
+
+
+# ----------------------------------------------------------------------------------------------- bad arguments
+TEST_SPEC = cache.CacheSpec("test cache", size_bytes=1_000, source=lambda: {"what": "a text file"})
+
+
+def _compute():
+    return lambda partial: (partial / "data.txt").write_text("data")
+
+
+def _fail_to_load(folder, spec):
+    with cache.explain_load_failure(folder, spec):
+        raise OSError("the loader failed")
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+FOLDER = r"^folder must be a path \(str or pathlib\.Path\), got "
+SPEC = r"^spec must be a CacheSpec, got "
+BAD_CALLS = [
+    pytest.param(lambda t: cache.inspect(None, TEST_SPEC), FOLDER + "None", id="inspect-folder-None"),
+    pytest.param(lambda t: cache.inspect("", TEST_SPEC), FOLDER + "''", id="inspect-folder-empty"),
+    pytest.param(lambda t: cache.inspect(t / "c", "spec"), SPEC + "str", id="inspect-spec"),
+    pytest.param(lambda t: cache.inspect(t / "c", TEST_SPEC, checksums="yes"),
+                 r"^checksums must be True or False, got 'yes'$", id="inspect-checksums"),
+    pytest.param(lambda t: cache.ensure(3, TEST_SPEC, _compute), FOLDER + "3", id="ensure-folder"),
+    pytest.param(lambda t: cache.ensure(t / "c", None, _compute), SPEC + "NoneType", id="ensure-spec"),
+    pytest.param(lambda t: cache.ensure(t / "c", TEST_SPEC, None), r"^compute must be a function, got None",
+                 id="ensure-compute"),
+    pytest.param(lambda t: cache.ensure(t / "c", TEST_SPEC, _compute, build="no"),
+                 r"^build must be True or False, got 'no'$", id="ensure-build"),
+    pytest.param(lambda t: cache.ensure(t / "c", TEST_SPEC, _compute, repair=None),
+                 r"^repair must be True or False, got None$", id="ensure-repair"),
+    pytest.param(lambda t: cache.ensure(t / "c", TEST_SPEC, _compute, verbose="loud"),
+                 r"^verbose must be True or False, got 'loud'$", id="ensure-verbose"),
+    pytest.param(lambda t: cache.build_cache(["c"], TEST_SPEC, _compute), FOLDER + r"\['c'\]", id="build-folder"),
+    pytest.param(lambda t: cache.build_cache(t / "c", {"title": "x"}, _compute), SPEC + "dict", id="build-spec"),
+    pytest.param(lambda t: cache.build_cache(t / "c", TEST_SPEC, "compute"),
+                 r"^compute must be a function, got 'compute'", id="build-compute"),
+    pytest.param(lambda t: cache.build_cache(t / "c", TEST_SPEC, _compute, verbose=2),
+                 r"^verbose must be True or False, got 2$", id="build-verbose"),
+    pytest.param(lambda t: cache.problem(t / "c", TEST_SPEC, "damaged"),
+                 r"^state must be a CacheState, not ok, got 'damaged'$", id="problem-state"),
+    pytest.param(lambda t: cache.problem(t / "c", TEST_SPEC, cache.CacheState("ok")),
+                 r"^state must be a CacheState, not ok, got CacheState\(status='ok'", id="problem-ok-state"),
+    pytest.param(lambda t: cache.problem(t / "c", None, cache.CacheState("missing")), SPEC + "NoneType",
+                 id="problem-spec"),
+    pytest.param(lambda t: _fail_to_load(t / "c", "spec"), SPEC + "str", id="explain-spec"),
+    pytest.param(lambda t: cache.remove_leftovers(None), FOLDER + "None", id="leftovers-folder"),
+    pytest.param(lambda t: cache.remove_leftovers(t / "c", verbose="yes"),
+                 r"^verbose must be True or False, got 'yes'$", id="leftovers-verbose"),
+    pytest.param(lambda t: cache.read_manifest(None), FOLDER + "None", id="read-manifest"),
+    pytest.param(lambda t: cache.write_manifest(t / "missing", {}),
+                 r"^folder must be an existing folder, got \S+/missing$", id="write-manifest-folder"),
+    pytest.param(lambda t: cache.write_manifest(t, ["x"]), r"^source must be a dict", id="write-manifest-source"),
+]
+
+
+@pytest.mark.parametrize("call,message", BAD_CALLS)
+def test_cache_functions_refuse_bad_arguments_and_touch_nothing(tmp_path, call, message):
+    (tmp_path / "notes.txt").write_text("mine")
+    before = files_in(tmp_path)
+    with pytest.raises(CourseInputError, match=message):
+        call(tmp_path)
+    assert files_in(tmp_path) == before
+
+
+@pytest.mark.parametrize("call", [
+    pytest.param(lambda folder: cache.ensure(folder, TEST_SPEC, _compute), id="ensure"),
+    pytest.param(lambda folder: cache.ensure(folder, TEST_SPEC, _compute, repair=True), id="ensure-repair"),
+    pytest.param(lambda folder: cache.build_cache(folder, TEST_SPEC, _compute), id="build_cache"),
+])
+def test_a_file_in_place_of_the_cache_folder_is_named_with_the_fix(tmp_path, capsys, call):
+    (tmp_path / "c").write_text("mine")
+    with pytest.raises(CacheDamagedError, match=rf"^{re.escape(str(tmp_path / 'c'))} is not a folder the course "
+                                                r"made \(a link or a file\); .*Move it away, then run `make prepare`"):
+        call(tmp_path / "c")
+    assert files_in(tmp_path) == ["c"] and (tmp_path / "c").read_text() == "mine"
+    assert capsys.readouterr().out == ""  # no "Rebuilding ..." before the refusal
+    error = cache.problem(tmp_path / "c", TEST_SPEC, cache.inspect(tmp_path / "c", TEST_SPEC))
+    assert isinstance(error, CacheDamagedError) and "Move it away" in str(error)
+
+
+def test_a_file_in_place_of_the_cache_root_is_named(tmp_path):
+    (tmp_path / "root").write_text("mine")
+    with pytest.raises(CacheNotWritableError, match=r"but \S+/root/sub cannot be created, as \S+/root is a file\."):
+        cache.ensure(tmp_path / "root" / "sub" / "c", TEST_SPEC, _compute)
+    assert files_in(tmp_path) == ["root"] and (tmp_path / "root").read_text() == "mine"
+
+
+def test_good_arguments_still_build_check_and_clean(tmp_path):
+    folder = cache.ensure(str(tmp_path / "c"), TEST_SPEC, _compute, verbose=False)
+    assert folder == tmp_path / "c" and cache.inspect(folder, TEST_SPEC, checksums=True).ok
+    (tmp_path / "c.partial-x").mkdir()
+    cache.remove_leftovers(str(folder), verbose=False)
+    assert not (tmp_path / "c.partial-x").exists()

@@ -35,13 +35,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
 
-from course_lib.errors import (
+from course_lib.runtime import disk
+from course_lib.runtime.errors import (
     AssetMissingError,
     CacheDamagedError,
-    CacheError,
     CacheNotReadableError,
     CacheNotWritableError,
     CacheOutOfDateError,
+    CourseInputError,
     NotEnoughSpaceError,
 )
 
@@ -52,6 +53,11 @@ SPACE_MARGIN = 0.10  # a build needs the cache's size plus 10% plus 50 MB free
 SPACE_MARGIN_BYTES = 50_000_000
 
 Saver = Callable[[Path], None]  # writes the computed content into a folder
+
+
+def _require(ok: bool, message: str) -> None:  # not runtime.validate: it imports torch; the asset layer stays light
+    if not ok:
+        raise CourseInputError(message)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,25 @@ class CacheState:
         return self.status == "ok"
 
 
+def _folder(folder, **flags) -> Path:  # a Path (a file there is allowed: inspect() reports it), flags checked
+    for name, value in flags.items():
+        _require(isinstance(value, bool), f"{name} must be True or False, got {value!r}")
+    _require(isinstance(folder, (str, os.PathLike)) and str(folder).strip() != "",
+             f"folder must be a path (str or pathlib.Path), got {folder!r}")
+    return Path(folder)
+
+
+def _arguments(folder, spec, compute=callable, **flags) -> Path:  # compute: only where one is given
+    _require(isinstance(spec, CacheSpec), f"spec must be a CacheSpec, got {type(spec).__name__}")
+    _require(callable(compute), f"compute must be a function, got {compute!r}")
+    return _folder(folder, **flags)
+
+
+def _not_ours(folder: Path) -> CacheDamagedError:
+    return CacheDamagedError(f"{folder} is not a folder the course made (a link or a file); the course will not "
+                             f"replace it. Move it away, then run {REPAIR_COMMAND}.")
+
+
 # ----------------------------------------------------------------------------------------------- checking
 def sha256_of(path: Path) -> str:
     with open(path, "rb") as file:
@@ -87,6 +112,7 @@ def sha256_of(path: Path) -> str:
 
 def read_manifest(folder: Path) -> dict:
     """The manifest of a built cache (raises OSError or ValueError when it is absent or unreadable)."""
+    folder = _folder(folder)
     manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict) or "source" not in manifest:
@@ -111,16 +137,16 @@ def _source_change(recorded, expected) -> str:
     return "it was built with " + ", ".join(changes)
 
 
-def _owner(info: os.stat_result) -> str:
+def _name(uid: int) -> str:  # of a file's owner, or of the user running this (os.geteuid())
     try:
-        return pwd.getpwuid(info.st_uid).pw_name
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"uid {info.st_uid}"
+        return f"uid {uid}"
 
 
 def inspect(folder: Path, spec: CacheSpec, checksums: bool = False) -> CacheState:
     """Compare ``folder`` with its manifest: files present, sizes, readable; ``checksums`` adds sha256."""
-    folder = Path(folder)
+    folder = _arguments(folder, spec, checksums=checksums)
     if not folder.exists():
         return CacheState("missing", "it is not built yet")
     if not folder.is_dir():
@@ -128,7 +154,7 @@ def inspect(folder: Path, spec: CacheSpec, checksums: bool = False) -> CacheStat
     if not os.access(folder, os.R_OK | os.X_OK):
         info = folder.stat()
         return CacheState("unreadable", f"the folder has mode {stat.filemode(info.st_mode)} and belongs to "
-                                        f"{_owner(info)}")
+                                        f"{_name(info.st_uid)}")
     if not (folder / MANIFEST).exists():
         return CacheState("stale", f"it has no {MANIFEST} (built by an older version of the course)")
     try:
@@ -136,7 +162,7 @@ def inspect(folder: Path, spec: CacheSpec, checksums: bool = False) -> CacheStat
     except PermissionError:
         info = (folder / MANIFEST).stat()
         return CacheState("unreadable", f"{MANIFEST} has mode {stat.filemode(info.st_mode)} and belongs to "
-                                        f"{_owner(info)}")
+                                        f"{_name(info.st_uid)}")
     except (OSError, ValueError, AttributeError) as error:
         return CacheState("damaged", f"its {MANIFEST} is unreadable ({error})")
     expected = spec.source()
@@ -152,7 +178,7 @@ def inspect(folder: Path, spec: CacheSpec, checksums: bool = False) -> CacheStat
             return CacheState("damaged", f"{name} has {info.st_size:,} bytes instead of {entry['size']:,}")
         if not os.access(path, os.R_OK):
             return CacheState("unreadable", f"{name} has mode {stat.filemode(info.st_mode)} and belongs to "
-                                            f"{_owner(info)}")
+                                            f"{_name(info.st_uid)}")
     if checksums:
         for name, entry in manifest["files"].items():
             if sha256_of(folder / name) != entry["sha256"]:
@@ -161,15 +187,12 @@ def inspect(folder: Path, spec: CacheSpec, checksums: bool = False) -> CacheStat
     return CacheState("ok")
 
 
-def _user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
-
-
 def problem(folder: Path, spec: CacheSpec, state: CacheState) -> Exception:
     """The error that tells the user what is wrong with a cache and what fixes it."""
+    folder = _arguments(folder, spec)
+    _require(isinstance(state, CacheState) and not state.ok, f"state must be a CacheState, not ok, got {state!r}")
+    if folder.exists() and not folder.is_dir():
+        return _not_ours(folder)
     where = f"The {spec.title} cache at {folder}"
     if state.status == "missing":
         return AssetMissingError(f"{where} is not built yet. Fix: run {REPAIR_COMMAND}.")
@@ -177,7 +200,7 @@ def problem(folder: Path, spec: CacheSpec, state: CacheState) -> Exception:
         return CacheOutOfDateError(f"{where} is out of date: {state.reason}. Fix: run {REPAIR_COMMAND}.")
     if state.status == "unreadable":
         return CacheNotReadableError(
-            f"{where} is not readable by you ({_user()}): {state.reason}. Fix: its owner runs "
+            f"{where} is not readable by you ({_name(os.geteuid())}): {state.reason}. Fix: its owner runs "
             f"`chmod -R a+rX {folder}` (and prepares shared caches with `umask 022`)."
         )
     return CacheDamagedError(f"{where} is damaged: {state.reason}. Fix: run {REPAIR_COMMAND}; it rebuilds the cache.")
@@ -186,7 +209,7 @@ def problem(folder: Path, spec: CacheSpec, state: CacheState) -> Exception:
 @contextlib.contextmanager
 def explain_load_failure(folder: Path, spec: CacheSpec) -> Iterator[None]:
     """If loading a cache fails and a full check finds it damaged, raise that instead of the library's error."""
-    try:
+    try:  # the arguments: checked by inspect()
         yield
     except Exception as error:
         state = inspect(folder, spec, checksums=True)
@@ -204,7 +227,9 @@ def ensure(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, build
     A missing or out-of-date cache is built when ``build``; a damaged one only when ``repair`` (``prepare``),
     otherwise its error names the folder and the repair command.
     """
-    folder = Path(folder)
+    folder = _arguments(folder, spec, compute, build=build, repair=repair, checksums=checksums, verbose=verbose)
+    if folder.exists() and not folder.is_dir():
+        raise _not_ours(folder)
     state = inspect(folder, spec, checksums=checksums)
     if state.ok:
         if repair:
@@ -219,11 +244,10 @@ def ensure(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, build
 
 def build_cache(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, verbose: bool = True) -> Path:
     """Build the cache ``folder`` (see the module docstring); safe against kills, full disks and rival builders."""
-    folder = Path(folder)
+    folder = _arguments(folder, spec, compute, verbose=verbose)
     root = folder.parent
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        raise CacheError(f"{folder} is not a folder the course made (a link or a file); the course will not "
-                         f"replace it. Move it away, then run {REPAIR_COMMAND}.")
+        raise _not_ours(folder)
     _require_writable(root, folder, spec)
     try:
         with _build_lock(root / f".{folder.name}.lock", spec, verbose) as exclusive:
@@ -236,13 +260,13 @@ def build_cache(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, 
     except NotEnoughSpaceError:
         raise
     except BaseException as error:
-        if not _is_disk_full(error):
+        if not disk.is_disk_full(error):
             raise
         raise NotEnoughSpaceError(
             f"The disk filled up while building the {spec.title} cache in {root} ({error}); nothing unfinished "
-            f"was left there. The cache needs about {_mb(spec.bytes_needed)} free ({_free_now(root)}). Fix: free "
-            f"some space on that disk, or set COURSE_CACHE_DIR to a folder on a disk with more room; then run "
-            f"{REPAIR_COMMAND}."
+            f"was left there. The cache needs about {disk.megabytes(spec.bytes_needed)} free ({disk.free_now(root)}). "
+            f"Fix: free some space on that disk, or set COURSE_CACHE_DIR to a folder on a disk with more room; then "
+            f"run {REPAIR_COMMAND}."
         ) from error
     if verbose:
         print(f"Built the {spec.title} cache: {folder}")
@@ -257,8 +281,8 @@ def _write_and_swap(folder: Path, spec: CacheSpec, save: Saver, verbose: bool) -
             print(f"Writing the {spec.title} into {partial} ...", flush=True)
         save(partial)
         write_manifest(partial, spec.source())
-        apply_umask(partial)
-        _flush_to_disk(partial)
+        disk.apply_umask(partial)
+        disk.flush_to_disk(partial)
         _swap_into_place(partial, folder)
     except BaseException:  # KeyboardInterrupt too: never leave a partial folder behind
         shutil.rmtree(partial, ignore_errors=True)
@@ -267,6 +291,9 @@ def _write_and_swap(folder: Path, spec: CacheSpec, save: Saver, verbose: bool) -
 
 def write_manifest(folder: Path, source: dict) -> dict:
     """Record size and sha256 of every file in ``folder`` and what it was built from, in MANIFEST.json."""
+    folder = _folder(folder)
+    _require(folder.is_dir(), f"folder must be an existing folder, got {folder}")
+    _require(isinstance(source, dict), f"source must be a dict (what the cache was built from), got {source!r}")
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         name = path.relative_to(folder).as_posix()
@@ -276,38 +303,6 @@ def write_manifest(folder: Path, source: dict) -> dict:
                 "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the system allows (Linux)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def apply_umask(folder: Path) -> None:
-    """Give ``folder`` and everything in it the modes the umask allows (libraries write some files as 0600)."""
-    mask = current_umask()
-    os.chmod(folder, 0o777 & ~mask)
-    for parent, folders, files in os.walk(folder):
-        for name in folders:
-            os.chmod(os.path.join(parent, name), 0o777 & ~mask)
-        for name in files:
-            os.chmod(os.path.join(parent, name), 0o666 & ~mask)
-
-
-def _flush_to_disk(folder: Path) -> None:
-    for parent, _, files in os.walk(folder):
-        for name in files:
-            fd = os.open(os.path.join(parent, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
 
 
 def _swap_into_place(partial: Path, folder: Path) -> None:
@@ -336,6 +331,7 @@ def _remove_leftovers(root: Path, name: str, verbose: bool) -> None:
 
 def remove_leftovers(folder: Path, verbose: bool = True) -> None:
     """Remove what interrupted builds of ``folder`` left, unless a build is running now (it holds the lock)."""
+    folder = _folder(folder, verbose=verbose)
     root = folder.parent
     if not root.is_dir() or not os.access(root, os.W_OK | os.X_OK) or not _leftovers(root, folder.name):
         return
@@ -381,8 +377,10 @@ def _require_writable(root: Path, folder: Path, spec: CacheSpec) -> None:
     except OSError:
         writable = False
     if not writable:
-        why = f"is not writable by you ({_user()})" if root.is_dir() else \
-            f"does not exist and you ({_user()}) cannot create it"
+        file = next((p for p in (root, *root.parents) if p.exists() and not p.is_dir()), None)
+        why = f"cannot be created, as {file} is a file" if file else \
+            f"is not writable by you ({_name(os.geteuid())})" if root.is_dir() else \
+            f"does not exist and you ({_name(os.geteuid())}) cannot create it"
         raise CacheNotWritableError(
             f"The {spec.title} cache at {folder} has to be built, but {root} {why}. "
             f"If it is a class cache prepared by an instructor, ask them to run `COURSE_CACHE_DIR={root} make "
@@ -390,35 +388,11 @@ def _require_writable(root: Path, folder: Path, spec: CacheSpec) -> None:
         )
 
 
-def _mb(size: int) -> str:
-    return f"{size / 1e6:,.0f} MB"
-
-
-def _free_now(root: Path) -> str:
-    info = os.statvfs(root)
-    text = f"{_mb(info.f_bavail * info.f_frsize)} free now"
-    if info.f_files and not info.f_favail:  # f_files == 0: a file system without an inode limit
-        text += ", but no room for more files (all inodes used)"
-    return text
-
-
 def _check_free_space(root: Path, spec: CacheSpec) -> None:
     free = shutil.disk_usage(root).free
     if free < spec.bytes_needed:
         raise NotEnoughSpaceError(
             f"Not enough free space to build the {spec.title} cache in {root}: it needs about "
-            f"{_mb(spec.bytes_needed)}, and {_mb(free)} are free. Fix: free some space on that disk, or set "
-            f"COURSE_CACHE_DIR to a folder on a disk with more room; then run {REPAIR_COMMAND}."
+            f"{disk.megabytes(spec.bytes_needed)}, and {disk.megabytes(free)} are free. Fix: free some space on that "
+            f"disk, or set COURSE_CACHE_DIR to a folder on a disk with more room; then run {REPAIR_COMMAND}."
         )
-
-
-def _is_disk_full(error: BaseException | None) -> bool:
-    seen = set()
-    while error is not None and id(error) not in seen:  # the library's error may wrap the OSError
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if any(text in str(error) for text in ("No space left on device", "Disk quota exceeded", "os error 28")):
-            return True
-        error = error.__cause__ or error.__context__
-    return False

