@@ -33,7 +33,7 @@ def causal_mask(T: int, S: int | None = None, device: torch.device | str | None 
     S = T if S is None else S
     for name, value in (("T", T), ("S", S)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"causal_mask needs a positive integer {name}, got {value!r}")
+            raise CourseInputError(f"causal_mask needs a positive integer {name}, got {value!r}")
     return torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)  # (T, S)
 
 
@@ -56,10 +56,10 @@ def to_additive_mask(bool_mask: Tensor, dtype: torch.dtype = torch.float32) -> T
     """A boolean mask as the additive form: 0.0 where True (attend), -inf where False (blocked)."""
     if not isinstance(bool_mask, Tensor) or bool_mask.dtype != torch.bool:
         given = bool_mask.dtype if isinstance(bool_mask, Tensor) else type(bool_mask).__name__
-        raise TypeError(f"to_additive_mask expects a boolean mask (True = attend), got {given}; "
+        raise CourseInputError(f"to_additive_mask expects a boolean mask (True = attend), got {given}; "
                         "for a 0/1 attention_mask call padding_mask(attention_mask) first")
     if not dtype.is_floating_point:
-        raise TypeError(f"an additive mask needs a floating dtype, got {dtype}")
+        raise CourseInputError(f"an additive mask needs a floating dtype, got {dtype}")
     zeros = torch.zeros(bool_mask.shape, dtype=dtype, device=bool_mask.device)
     return zeros.masked_fill(~bool_mask, float("-inf"))
 
@@ -67,21 +67,21 @@ def to_additive_mask(bool_mask: Tensor, dtype: torch.dtype = torch.float32) -> T
 def _check_mask(mask: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
     """``mask`` checked against attention scores of ``shape`` (..., T, S) and ``dtype``."""
     if not isinstance(mask, Tensor):
-        raise TypeError(f"mask must be a torch.Tensor (boolean or floating), got {type(mask).__name__}")
+        raise CourseInputError(f"mask must be a torch.Tensor (boolean or floating), got {type(mask).__name__}")
     if mask.dtype != torch.bool and not mask.is_floating_point():
-        raise TypeError(
+        raise CourseInputError(
             f"mask must be boolean (True = attend) or floating (added to the scores), got dtype {mask.dtype}; "
             "for a tokenizer's 0/1 attention_mask use padding_mask(attention_mask)"
         )
     if mask.is_floating_point() and mask.dtype != dtype:
-        raise TypeError(f"an additive mask must have the scores' dtype {dtype}, got {mask.dtype}; "
+        raise CourseInputError(f"an additive mask must have the scores' dtype {dtype}, got {mask.dtype}; "
                         f"use to_additive_mask(bool_mask, {dtype})")
     try:
         broadcast = torch.broadcast_shapes(mask.shape, shape)
     except RuntimeError:
         broadcast = None
     if broadcast != shape:  # a mask may not add dimensions either: that would change the output shape
-        raise ValueError(
+        raise CourseInputError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to the attention scores "
             f"of shape {tuple(shape)} (..., query tokens, key tokens)"
         )
@@ -91,17 +91,18 @@ def _check_mask(mask: Tensor, shape: torch.Size, dtype: torch.dtype) -> Tensor:
 def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
     for name, tensor in (("query", query), ("key", key), ("value", value)):
         if not isinstance(tensor, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+            raise CourseInputError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
         if tensor.dim() < 2:
-            raise ValueError(f"expected {name} of shape (..., tokens, dim), got {tuple(tensor.shape)}")
+            raise CourseInputError(f"expected {name} of shape (..., tokens, dim), got {tuple(tensor.shape)}")
         if not tensor.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got dtype {tensor.dtype}")
+            raise CourseInputError(f"{name} must be a floating tensor, got dtype {tensor.dtype}")
     if not query.dtype == key.dtype == value.dtype:
-        raise TypeError(f"query, key and value need one dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
+        raise CourseInputError(f"query, key and value need one dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
     if query.shape[-1] != key.shape[-1]:
-        raise ValueError(f"query and key need the same last dimension, got {query.shape[-1]} and {key.shape[-1]}")
+        raise CourseInputError(f"query and key need the same last dimension, got {query.shape[-1]} and {key.shape[-1]}")
     if key.shape[-2] != value.shape[-2]:
-        raise ValueError(f"key and value need the same number of tokens, got {key.shape[-2]} and {value.shape[-2]}")
+        raise CourseInputError(
+            f"key and value need the same number of tokens, got {key.shape[-2]} and {value.shape[-2]}")
 
 
 # ----------------------------------------------------------------------------------------------- KV cache
@@ -171,13 +172,13 @@ def _check_inputs(x: Tensor, context: Tensor | None, embed_dim: int) -> None:
         if t is None:
             continue
         if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            raise CourseInputError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 3 or t.shape[-1] != embed_dim:
-            raise ValueError(f"expected {name} of shape (batch, tokens, {embed_dim}), got {tuple(t.shape)}")
+            raise CourseInputError(f"expected {name} of shape (batch, tokens, {embed_dim}), got {tuple(t.shape)}")
         if not t.is_floating_point():
-            raise TypeError(f"{name} must be a floating tensor, got dtype {t.dtype}")
+            raise CourseInputError(f"{name} must be a floating tensor, got dtype {t.dtype}")
     if context is not None and context.shape[0] != x.shape[0]:
-        raise ValueError(f"x and context need the same batch size, got {x.shape[0]} and {context.shape[0]}")
+        raise CourseInputError(f"x and context need the same batch size, got {x.shape[0]} and {context.shape[0]}")
 
 
 class AttentionHead(nn.Module):
@@ -203,7 +204,7 @@ class AttentionHead(nn.Module):
 
 def _check_heads(embed_dim: int, num_heads: int) -> int:
     if num_heads < 1 or embed_dim % num_heads != 0:
-        raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
+        raise CourseInputError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
     return embed_dim // num_heads
 
 
@@ -292,16 +293,17 @@ def copy_weights_from_torch(source: nn.MultiheadAttention, target: MultiHeadAtte
     """Copy ``nn.MultiheadAttention``'s ``in_proj_weight``/``in_proj_bias`` (rows: Q, K, V) and ``out_proj``
     into either course form, so that both compute the same function. Returns ``target``."""
     if not isinstance(source, nn.MultiheadAttention):
-        raise TypeError(f"source must be torch.nn.MultiheadAttention, got {type(source).__name__}")
+        raise CourseInputError(f"source must be torch.nn.MultiheadAttention, got {type(source).__name__}")
     if not isinstance(target, (MultiHeadAttention, MultiHeadAttentionList)):
-        raise TypeError(f"target must be MultiHeadAttention or MultiHeadAttentionList, got {type(target).__name__}")
+        raise CourseInputError(
+            f"target must be MultiHeadAttention or MultiHeadAttentionList, got {type(target).__name__}")
     if source.in_proj_weight is None or source.bias_k is not None:
-        raise ValueError("source must use one in_proj_weight (kdim == vdim == embed_dim) and no bias_k/bias_v")
+        raise CourseInputError("source must use one in_proj_weight (kdim == vdim == embed_dim) and no bias_k/bias_v")
     if (source.embed_dim, source.num_heads) != (target.embed_dim, target.num_heads):
-        raise ValueError(f"source has embed_dim={source.embed_dim}, num_heads={source.num_heads}; target has "
+        raise CourseInputError(f"source has embed_dim={source.embed_dim}, num_heads={source.num_heads}; target has "
                          f"embed_dim={target.embed_dim}, num_heads={target.num_heads}")
     if (source.in_proj_bias is None) != (target.out_proj.bias is None):
-        raise ValueError("source and target must both have biases or both have none")
+        raise CourseInputError("source and target must both have biases or both have none")
     D, d = target.embed_dim, target.head_dim
     weight = source.in_proj_weight  # (3D, D): rows of Q, then K, then V; head h owns rows h*d:(h+1)*d of each
     bias = source.in_proj_bias  # (3D,) or None

@@ -57,31 +57,32 @@ def check_position_ids(position_ids, batch: int, tokens: int, context_length: in
 def check_inputs(input_ids, vocab_size: int, targets, attention_mask, past: int, context_length: int) -> None:
     """Refuse, with a message that says what was expected, ids and masks that a decoder cannot use."""
     if not isinstance(input_ids, Tensor):
-        raise TypeError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+        raise CourseInputError(f"input_ids must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
     if input_ids.dtype != torch.long:
-        raise TypeError(f"input_ids must have dtype torch.long (token ids), got {input_ids.dtype}")
+        raise CourseInputError(f"input_ids must have dtype torch.long (token ids), got {input_ids.dtype}")
     if input_ids.dim() != 2 or input_ids.shape[1] == 0:
-        raise ValueError(f"expected input_ids of shape (batch, tokens) with tokens >= 1, got {tuple(input_ids.shape)}")
+        raise CourseInputError(
+            f"expected input_ids of shape (batch, tokens) with tokens >= 1, got {tuple(input_ids.shape)}")
     if input_ids.min() < 0 or input_ids.max() >= vocab_size:
-        raise ValueError(
+        raise CourseInputError(
             f"token ids must lie in [0, {vocab_size}) for this vocabulary, got ids from "
             f"{int(input_ids.min())} to {int(input_ids.max())}"
         )
     if past + input_ids.shape[1] > context_length:
-        raise ValueError(
+        raise CourseInputError(
             f"the model sees at most {context_length} tokens, got {past + input_ids.shape[1]} "
             f"({past} cached + {input_ids.shape[1]} new)"
         )
     if targets is not None and (not isinstance(targets, Tensor) or targets.shape != input_ids.shape):
         shape = tuple(targets.shape) if isinstance(targets, Tensor) else type(targets).__name__
-        raise ValueError(
+        raise CourseInputError(
             f"targets must be a tensor of the same shape as input_ids {tuple(input_ids.shape)}, got {shape}"
         )
     if attention_mask is not None:
         expected = (input_ids.shape[0], past + input_ids.shape[1])
         if not isinstance(attention_mask, Tensor) or tuple(attention_mask.shape) != expected:
             shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-            raise ValueError(
+            raise CourseInputError(
                 f"expected attention_mask of shape (batch, cached + new tokens) = {expected}, got {shape}"
             )
 

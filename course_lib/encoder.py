@@ -42,13 +42,15 @@ class EncoderConfig:
                      "max_position", "type_vocab_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"EncoderConfig.{name} must be a positive integer, got {value!r}")
+                raise CourseInputError(f"EncoderConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_heads != 0:
-            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
+            raise CourseInputError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise CourseInputError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.position_embedding not in ("learned", "sinusoidal"):
-            raise ValueError(f"position_embedding must be 'learned' or 'sinusoidal', got {self.position_embedding!r}")
+            raise CourseInputError(
+                f"position_embedding must be 'learned' or 'sinusoidal', got {self.position_embedding!r}")
 
     @property
     def head_dim(self) -> int:
@@ -60,7 +62,8 @@ class EncoderConfig:
         unsupported = {"model_type": "bert", "hidden_act": "gelu", "position_embedding_type": "absolute"}
         for key, wanted in unsupported.items():
             if config.get(key, wanted) != wanted:
-                raise ValueError(f"config.json has {key}={config[key]!r}; this encoder implements {key}={wanted!r}")
+                raise CourseInputError(
+                    f"config.json has {key}={config[key]!r}; this encoder implements {key}={wanted!r}")
         names = {  # course field <- Hugging Face key
             "vocab_size": "vocab_size", "hidden_size": "hidden_size", "num_layers": "num_hidden_layers",
             "num_heads": "num_attention_heads", "intermediate_size": "intermediate_size",
@@ -69,7 +72,7 @@ class EncoderConfig:
         }
         missing = [key for key in names.values() if key not in config]
         if missing:
-            raise ValueError(f"config.json lacks {missing}; is it a BERT config?")
+            raise CourseInputError(f"config.json lacks {missing}; is it a BERT config?")
         return cls(**{ours: config[theirs] for ours, theirs in names.items()})
 
 
@@ -77,7 +80,8 @@ class EncoderConfig:
 def sinusoidal_positions(num_positions: int, dim: int, base: float = 10000.0) -> Tensor:
     """The fixed positions of "Attention Is All You Need": PE[p, 2i] = sin(p / base^(2i/dim)), PE[p, 2i+1] = cos."""
     if num_positions < 1 or dim < 2 or dim % 2:
-        raise ValueError(f"need num_positions >= 1 and an even dim >= 2, got num_positions={num_positions}, dim={dim}")
+        raise CourseInputError(
+            f"need num_positions >= 1 and an even dim >= 2, got num_positions={num_positions}, dim={dim}")
     position = torch.arange(num_positions, dtype=torch.float64)[:, None]  # (P, 1)
     frequency = base ** (-torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (dim/2,)
     angle = position * frequency  # (P, dim/2)
@@ -191,16 +195,17 @@ class EncoderOutput:
 def _check_ids(name: str, ids: Tensor, shape: torch.Size | None, limit: int, limit_name: str) -> None:
     """``ids`` must be an integer tensor of ``shape`` (or (B, T) when None) with values in [0, limit)."""
     if not isinstance(ids, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
+        raise CourseInputError(f"{name} must be a torch.Tensor, got {type(ids).__name__}")
     if ids.is_floating_point() or ids.is_complex() or (ids.dtype == torch.bool and name != "attention_mask"):
-        raise TypeError(f"{name} must be an integer tensor (e.g. torch.long), got dtype {ids.dtype}")
+        raise CourseInputError(f"{name} must be an integer tensor (e.g. torch.long), got dtype {ids.dtype}")
     if shape is None and (ids.dim() != 2 or ids.numel() == 0):
-        raise ValueError(f"expected {name} of shape (batch, tokens) with at least one token, got {tuple(ids.shape)}")
+        raise CourseInputError(
+            f"expected {name} of shape (batch, tokens) with at least one token, got {tuple(ids.shape)}")
     if shape is not None and ids.shape != shape:
-        raise ValueError(f"{name} must have the shape of input_ids {tuple(shape)}, got {tuple(ids.shape)}")
+        raise CourseInputError(f"{name} must have the shape of input_ids {tuple(shape)}, got {tuple(ids.shape)}")
     low, high = int(ids.min()), int(ids.max())
     if low < 0 or high >= limit:
-        raise ValueError(f"{name} must lie in [0, {limit}) ({limit_name}), got values from {low} to {high}")
+        raise CourseInputError(f"{name} must lie in [0, {limit}) ({limit_name}), got values from {low} to {high}")
 
 
 class Encoder(nn.Module):
@@ -222,13 +227,13 @@ class Encoder(nn.Module):
         config = self.config
         _check_ids("input_ids", input_ids, None, config.vocab_size, "vocab_size")
         if input_ids.shape[1] > config.max_position:
-            raise ValueError(f"input_ids has {input_ids.shape[1]} tokens, more than max_position="
+            raise CourseInputError(f"input_ids has {input_ids.shape[1]} tokens, more than max_position="
                              f"{config.max_position}; truncate the input (tokenizer(..., truncation=True))")
         mask = None
         if attention_mask is not None:
             _check_ids("attention_mask", attention_mask, input_ids.shape, 2, "0 = padding, 1 = token")
             if not attention_mask.any(dim=1).all():
-                raise ValueError("every sequence needs at least one token with attention_mask 1")
+                raise CourseInputError("every sequence needs at least one token with attention_mask 1")
             if not attention_mask.all():  # without any padding the mask stays None: the fused kernel is faster
                 mask = padding_mask(attention_mask)  # (B, 1, 1, T)
         if token_type_ids is not None:
@@ -259,9 +264,9 @@ class SequenceClassifier(nn.Module):
     def __init__(self, config: EncoderConfig, num_labels: int, pooling: str = "pooler", encoder: Encoder | None = None):
         super().__init__()
         if pooling not in ("pooler", "cls", "mean"):
-            raise ValueError(f"pooling must be 'pooler', 'cls' or 'mean', got {pooling!r}")
+            raise CourseInputError(f"pooling must be 'pooler', 'cls' or 'mean', got {pooling!r}")
         if num_labels < 1:
-            raise ValueError(f"num_labels must be positive, got {num_labels}")
+            raise CourseInputError(f"num_labels must be positive, got {num_labels}")
         self.pooling = pooling
         self.encoder = Encoder(config) if encoder is None else encoder
         self.dropout = nn.Dropout(config.dropout)
@@ -375,7 +380,7 @@ def load_pretrained_encoder(source=None, *, config: dict | None = None,
     own = encoder.state_dict()
     for hf, ours in names.items():
         if body[hf].shape != own[ours].shape:
-            raise ValueError(f"{hf} has shape {tuple(body[hf].shape)}; {ours} needs {tuple(own[ours].shape)}")
+            raise CourseInputError(f"{hf} has shape {tuple(body[hf].shape)}; {ours} needs {tuple(own[ours].shape)}")
     encoder.load_state_dict({ours: body[hf] for hf, ours in names.items()}, strict=True)
     if head == "drop":
         if task_head:

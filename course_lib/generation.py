@@ -18,20 +18,20 @@ STRATEGIES = ("greedy", "sample")
 
 def _check_logits(logits) -> None:
     if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+        raise CourseInputError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
     if not logits.is_floating_point():
-        raise TypeError(f"logits must be a floating tensor, got dtype {logits.dtype}")
+        raise CourseInputError(f"logits must be a floating tensor, got dtype {logits.dtype}")
     if logits.dim() < 1 or logits.shape[-1] == 0:
-        raise ValueError(f"expected logits of shape (..., vocab) with vocab >= 1, got {tuple(logits.shape)}")
+        raise CourseInputError(f"expected logits of shape (..., vocab) with vocab >= 1, got {tuple(logits.shape)}")
 
 
 def _check_settings(temperature, top_k, top_p) -> None:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}")
+        raise CourseInputError(f"temperature must be a number > 0, got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
+        raise CourseInputError(f"top_k must be an integer >= 1 (or None for no limit), got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p must be a number in (0, 1] (or None for no limit), got {top_p!r}")
+        raise CourseInputError(f"top_p must be a number in (0, 1] (or None for no limit), got {top_p!r}")
 
 
 def _token_ids(name: str, value, vocab_size: int) -> tuple[int, ...]:
@@ -86,7 +86,7 @@ def next_token(logits: Tensor, strategy: str = "greedy", temperature: float = 1.
                top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Pick one token per row of ``(B, V)`` logits: the most likely one, or a draw from the filtered distribution."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        raise CourseInputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     if strategy == "greedy":
         _check_logits(logits)
         return logits.argmax(dim=-1)  # (B,): temperature, top-k and top-p never change the best token
@@ -119,7 +119,7 @@ def generate(
     of different lengths, pad on the left and pass ``attention_mask``. The model runs in eval mode.
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        raise CourseInputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     config = getattr(model, "config", None)
     if not isinstance(model, nn.Module) or not all(hasattr(config, key) for key in ("vocab_size", "context_length",
                                                                                      "num_layers")):
@@ -129,15 +129,15 @@ def generate(
     if not isinstance(input_ids, Tensor) or input_ids.dtype != torch.long or input_ids.dim() != 2:
         got = f"{input_ids.dtype} tensor of shape {tuple(input_ids.shape)}" if isinstance(input_ids, Tensor) \
             else type(input_ids).__name__
-        raise ValueError(f"expected input_ids as a torch.long tensor of shape (batch, tokens), got {got}")
+        raise CourseInputError(f"expected input_ids as a torch.long tensor of shape (batch, tokens), got {got}")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        raise CourseInputError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     bad_mask = not isinstance(attention_mask, Tensor) or attention_mask.shape != input_ids.shape
     if attention_mask is not None and bad_mask:
         shape = tuple(attention_mask.shape) if isinstance(attention_mask, Tensor) else type(attention_mask).__name__
-        raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+        raise CourseInputError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
     if seed is not None and generator is not None:
-        raise ValueError("pass either seed or generator, not both")
+        raise CourseInputError("pass either seed or generator, not both")
     if seed is not None:
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
     vocab = model.config.vocab_size

@@ -46,11 +46,11 @@ class GPTConfig:
     def __post_init__(self):
         for name in ("vocab_size", "context_length", "dim", "num_layers", "num_heads"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                raise CourseInputError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.dim % self.num_heads:
-            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+            raise CourseInputError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+            raise CourseInputError(f"dropout must lie in [0, 1), got {self.dropout}")
         self.hidden_dim = self.hidden_dim or 4 * self.dim
         one_of("activation", self.activation, ACTIVATIONS)
 
@@ -199,7 +199,7 @@ class DecoderBlockWithCrossAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, hidden_dim: int | None = None, dropout: float = 0.0):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+            raise CourseInputError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
         self.ln1 = nn.LayerNorm(dim)
         self.self_attn = MultiHeadAttention(dim, num_heads, dropout=dropout)
         self.ln2 = nn.LayerNorm(dim)
@@ -218,14 +218,15 @@ class DecoderBlockWithCrossAttention(nn.Module):
         for name, tensor in (("x", x), ("encoder_states", encoder_states)):
             if not isinstance(tensor, Tensor) or tensor.dim() != 3 or tensor.shape[-1] != D:
                 shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-                raise ValueError(f"expected {name} of shape (batch, tokens, {D}), got {shape}")
+                raise CourseInputError(f"expected {name} of shape (batch, tokens, {D}), got {shape}")
         (B, T, _), S = x.shape, encoder_states.shape[1]
         if encoder_states.shape[0] != B:
-            raise ValueError(f"x and encoder_states need the same batch size, got {B} and {encoder_states.shape[0]}")
+            raise CourseInputError(
+                f"x and encoder_states need the same batch size, got {B} and {encoder_states.shape[0]}")
         if encoder_mask is not None and tuple(encoder_mask.shape) != (B, S):
-            raise ValueError(f"expected encoder_mask of shape {(B, S)}, got {tuple(encoder_mask.shape)}")
+            raise CourseInputError(f"expected encoder_mask of shape {(B, S)}, got {tuple(encoder_mask.shape)}")
         if attention_mask is not None and tuple(attention_mask.shape) != (B, T):
-            raise ValueError(f"expected attention_mask of shape {(B, T)}, got {tuple(attention_mask.shape)}")
+            raise CourseInputError(f"expected attention_mask of shape {(B, T)}, got {tuple(attention_mask.shape)}")
         self_mask = decoder_mask(T, 0, attention_mask, x.device)  # (B or 1, 1, T, T)
         cross_mask = None if encoder_mask is None else padding_mask(encoder_mask)  # (B, 1, 1, S)
         attended, self_weights = self.self_attn(self.ln1(x), mask=self_mask)

@@ -364,7 +364,7 @@ def load_pretrained_decoder(source=None, dtype: torch.dtype = torch.float32, *,
     names = hf_llama_name_map(config.num_layers)
     unknown = sorted(set(checkpoint) - set(names))
     if unknown:
-        raise ValueError(f"the checkpoint has parameters this model does not know: {unknown[:5]}")
+        raise CourseInputError(f"the checkpoint has parameters this model does not know: {unknown[:5]}")
     state = {names[key]: tensor.to(dtype) for key, tensor in checkpoint.items()}
     if config.tie_weights:  # a tied checkpoint may store the shared matrix under either name
         shared = state.get("embed.weight", state.get("lm_head.weight"))
