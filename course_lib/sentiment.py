@@ -2,9 +2,9 @@
 
 No fine-tuned sentiment model ships offline, so the course makes one: the pretrained encoder
 (all-MiniLM-L6-v2) with a fresh classification head, fine-tuned for a fixed budget of steps on the
-training split of the movie reviews (labels ``rotten`` / ``fresh``), then cached. It is built by
-``make prepare`` (about 2-3 minutes on a laptop CPU) or on first use, and checked like every cache
-(:mod:`course_lib.runtime.cache`).
+training split of the movie reviews (labels ``rotten`` / ``fresh``), then cached. It is built by ``prepare``
+(``make prepare`` in a clone, ``course-lib prepare`` elsewhere; about 2-3 minutes on a laptop CPU) or on first
+use, and checked like every cache (:mod:`course_lib.runtime.cache`), whose errors name the repair command.
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from course_lib import assets, sentiment
-from course_lib.runtime import cache
+from course_lib.runtime import cache, commands
 from course_lib.runtime.errors import (
     CacheDamagedError,
     CacheNotWritableError,
@@ -207,7 +207,7 @@ def test_loading_a_damaged_cache_raises_one_error_naming_the_folder_and_the_repa
                 load()
             message = str(caught.value)
             assert str(shared_cache / DECODER) in message and "model.safetensors" in message, message
-            assert "make prepare" in message and "python -m course_lib prepare" in message
+            assert message.endswith("Fix: run `make prepare`; it rebuilds the cache."), message
         shutil.copy2(backup, weights)
         _flip_byte(weights, 3)  # same size, unreadable header: only the load notices, then a full check explains
         with pytest.raises(CacheDamagedError, match="sha256") as caught:
@@ -469,6 +469,113 @@ def _full_disk_through_a_failing_write(tmp_path, monkeypatch):
         _tiny_safetensors_build(tmp_path / "tiny")
     assert str(tmp_path) in str(caught.value) and "make prepare" in str(caught.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock", "notes.txt"]
+
+
+# ----------------------------------------------------------------------------------------------- no inodes left
+PREPARE = {"clone": "`make prepare`", "installed": "`course-lib prepare`"}
+NO_INODES_FIX = ("Every file and folder takes one of the disk's {inodes} inodes, and all are in use; free space is "
+                 "not the problem (1,074 MB free). Fix: delete files on that disk (many small files free the most), "
+                 "or set COURSE_CACHE_DIR to a folder on another disk; then run {prepare}.")
+
+
+@pytest.fixture(params=["clone", "installed"])
+def where(request, monkeypatch, tmp_path_factory) -> str:
+    """The course in this clone, or installed (the clone detection pointed at a site-packages folder)."""
+    if request.param == "installed":
+        monkeypatch.setattr(commands, "PACKAGE", tmp_path_factory.mktemp("site-packages") / "course_lib")
+    assert (commands.clone_root() is None) == (request.param == "installed")
+    return request.param
+
+
+class InodeLimitedDisk:
+    """``root`` as a file system with ``inodes`` inodes (each file and folder under it takes one) and 1,074 MB
+    free, as ``os.statvfs`` (and ``shutil.disk_usage``, which reads it) reports it."""
+
+    def __init__(self, root: Path, inodes: int, monkeypatch):
+        self.root, self.inodes, self.real = root, inodes, os.statvfs
+        monkeypatch.setattr(os, "statvfs", self.statvfs)
+
+    def free(self) -> int:
+        return max(self.inodes - sum(1 for _ in self.root.rglob("*")), 0)
+
+    def statvfs(self, path):
+        if not Path(path).resolve().is_relative_to(self.root.resolve()):
+            return self.real(path)
+        return os.statvfs_result((4096, 4096, 500_000, 262_207, 262_207, self.inodes, self.free(), self.free(), 0,
+                                  255))
+
+
+def _tiny_build(folder: Path, computed: list) -> None:
+    """A build that writes one safetensors file, as the course's builders do."""
+    import torch
+    from safetensors.torch import save_file
+
+    spec = cache.CacheSpec("tiny", size_bytes=1_000, source=lambda: {"what": "two tensors"})
+
+    def compute():
+        computed.append(folder)
+        return lambda partial: save_file({"w": torch.ones(2, 3)}, str(partial / "model.safetensors"))
+
+    cache.build_cache(folder, spec, compute, verbose=False)
+
+
+def test_a_disk_without_free_inodes_is_named_before_the_build_starts(tmp_path, monkeypatch, where):
+    (tmp_path / "notes.txt").write_text("mine")
+    disk = InodeLimitedDisk(tmp_path, inodes=2, monkeypatch=monkeypatch)  # notes.txt and the build's lock file
+    computed = []
+    with pytest.raises(NotEnoughSpaceError) as caught:
+        _tiny_build(tmp_path / "tiny", computed)
+    assert str(caught.value) == (f"Cannot build the tiny cache in {tmp_path}: the disk has no room for more files "
+                                 "(inodes). " + NO_INODES_FIX.format(inodes=2, prepare=PREPARE[where]))
+    assert computed == [] and disk.free() == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock", "notes.txt"]
+
+
+def test_running_out_of_inodes_during_a_build_says_so_not_that_the_disk_is_full(tmp_path, monkeypatch, where):
+    """The write fails as safetensors reports ENOSPC; deleting the partial build frees inodes again, so the error
+    must be told apart before that."""
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    disk = InodeLimitedDisk(tmp_path, inodes=3, monkeypatch=monkeypatch)  # notes, the lock, the partial folder
+
+    def no_inode_left(tensors, filename, metadata=None):
+        assert disk.free() == 0
+        raise SafetensorError(f'Error while serializing: I/O error: No space left on device (os error 28) at path '
+                              f'"{filename}"')
+
+    monkeypatch.setattr(safetensors.torch, "serialize_file", no_inode_left)
+    with pytest.raises(NotEnoughSpaceError) as caught:
+        _tiny_build(tmp_path / "tiny", [])
+    message = str(caught.value)
+    assert re.fullmatch(
+        r"The disk ran out of room for more files \(inodes\) while building the tiny cache in "
+        + re.escape(str(tmp_path)) + " "
+        r"\(Error while serializing: I/O error: No space left on device \(os error 28\) at path \"\S+/tiny\.partial-"
+        r"\w+/model\.safetensors\"\); nothing unfinished was left there\. "
+        + re.escape(NO_INODES_FIX.format(inodes=3, prepare=PREPARE[where])), message), message
+    assert "filled up" not in message and "needs about" not in message
+    assert isinstance(caught.value.__cause__, SafetensorError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tiny.lock", "notes.txt"]
+    assert disk.free() == 1  # what a check after the clean-up would have seen
+
+
+def test_a_disk_filled_up_during_a_build_still_names_the_space_needed(tmp_path, monkeypatch, where):
+    import safetensors.torch
+    from safetensors import SafetensorError
+
+    def fills_up(tensors, filename, metadata=None):
+        raise SafetensorError(f'Error while serializing: I/O error: No space left on device (os error 28) at path '
+                              f'"{filename}"')
+
+    monkeypatch.setattr(safetensors.torch, "serialize_file", fills_up)
+    with pytest.raises(NotEnoughSpaceError) as caught:
+        _tiny_build(tmp_path / "tiny", [])
+    assert re.search(r"^The disk filled up while building the tiny cache in \S+ \(.*No space left on device.*\); "
+                     r"nothing unfinished was left there\. The cache needs about 50 MB free \([\d,]+ MB free now\)\. "
+                     r"Fix: free some space on that disk, or set COURSE_CACHE_DIR to a folder on a disk with more "
+                     rf"room; then run {re.escape(PREPARE[where])}\.$", str(caught.value)), str(caught.value)
 
 
 # ----------------------------------------------------------------------------------------------- bad arguments

@@ -72,7 +72,8 @@ def test_a_bad_environment_stops_doctor_and_prepare_in_one_line_before_any_work(
 
 @pytest.mark.parametrize("args,message", [
     (["editions", "--source", "{tmp}", "--out", "{file}"], r"--out '\S+/file' is a file: name a folder"),
-    (["editions", "--source", "{file}"], r"--source '\S+/file' is a file: name a folder that exists"),
+    (["editions", "--source", "{file}"], r"--source '\S+/file' is a file: name the folder of the lesson notebooks "
+                                         r"with --source DIR; this clone's lessons are in \S+/notebooks$"),
     (["editions", "--source", "{tmp}/missing", "--out", "{tmp}/out"], r"--source '\S+/missing' does not exist"),
     (["slides", "--out", "{file}"], r"--out '\S+/file' is a file: name a folder"),
     (["slides", "--mathjax", "{tmp}/missing", "--out", "{tmp}/out"], r"--mathjax '\S+/missing' does not exist"),

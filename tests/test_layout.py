@@ -54,7 +54,7 @@ def test_teaching_and_running_code_never_import_the_publishing_code():
 
 
 def test_the_three_kinds_of_code_live_in_their_folders():
-    running = {"offline", "cache", "disk", "doctor", "install", "errors", "validate", "cli"}
+    running = {"offline", "cache", "disk", "doctor", "install", "errors", "validate", "commands", "cli"}
     publishing = {"editions", "slides", "slide_layout", "lessons"}
     top = {p.stem for p in PACKAGE.glob("*.py")}
     assert not top & (running | publishing), f"running or publishing modules at the top: {top & (running | publishing)}"

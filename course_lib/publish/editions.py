@@ -156,9 +156,12 @@ def _reveal_folder() -> Path:
 
     spec = importlib.util.find_spec("sphinx_revealjs")
     if spec is None:
+        from course_lib.runtime.commands import clone_root, fix_command
         from course_lib.runtime.install import requirement
 
-        raise EditionError(f"reveal.js comes from the package {requirement('sphinx-revealjs')}; run `make setup`.")
+        pin = requirement("sphinx-revealjs")
+        fix = fix_command("setup") if clone_root() else f"`python -m pip install {pin}`"
+        raise EditionError(f"reveal.js comes from the package {pin}, which is not installed; run {fix}.")
     return Path(next(iter(spec.submodule_search_locations))) / "_static" / "revealjs"
 
 
@@ -211,13 +214,16 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
     from course_lib.publish.slides import NOTES_TAG, SKIP_TAG, Geometry, css_variables
 
     paths = [Path(p) for p in notebooks]
+    if not paths:
+        raise EditionError("no notebooks to make slides of: name at least one (e.g. the lessons NN_name.ipynb)")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise EditionError(f"no such notebook: {', '.join(missing)}")
     geometry = geometry or Geometry()
+    reveal = _reveal_folder()  # before anything is written: a missing package stops it here
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(_reveal_folder(), out_dir / "reveal.js", dirs_exist_ok=True)
+    shutil.copytree(reveal, out_dir / "reveal.js", dirs_exist_ok=True)
     mathjax_url = ""
     if mathjax_dir == "installed":
         mathjax_dir = installed_mathjax()

@@ -5,7 +5,7 @@ folder with that name is always complete:
 
 1. one builder at a time per cache (an ``fcntl`` lock on ``.<name>.lock``; the kernel drops it when a builder
    dies); a second builder waits, then finds the cache built and returns it;
-2. the free space is checked against what the cache needs before any work starts;
+2. the free space is checked against what the cache needs, and that inodes are left, before any work starts;
 3. the content is computed, then written into a fresh ``<name>.partial-XXXX`` folder together with
    ``MANIFEST.json`` (size and sha256 of every file, and what the cache was built from), given the
    permissions the user's umask allows, flushed to disk, and renamed into place.
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from course_lib.runtime import disk
+from course_lib.runtime.commands import fix_command
 from course_lib.runtime.errors import (
     AssetMissingError,
     CacheDamagedError,
@@ -48,7 +49,6 @@ from course_lib.runtime.errors import (
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
-REPAIR_COMMAND = "`make prepare` (or `python -m course_lib prepare`)"
 SPACE_MARGIN = 0.10  # a build needs the cache's size plus 10% plus 50 MB free
 SPACE_MARGIN_BYTES = 50_000_000
 
@@ -101,7 +101,7 @@ def _arguments(folder, spec, compute=callable, **flags) -> Path:  # compute: onl
 
 def _not_ours(folder: Path) -> CacheDamagedError:
     return CacheDamagedError(f"{folder} is not a folder the course made (a link or a file); the course will not "
-                             f"replace it. Move it away, then run {REPAIR_COMMAND}.")
+                             f"replace it. Move it away, then run {fix_command('prepare')}.")
 
 
 # ----------------------------------------------------------------------------------------------- checking
@@ -193,17 +193,17 @@ def problem(folder: Path, spec: CacheSpec, state: CacheState) -> Exception:
     _require(isinstance(state, CacheState) and not state.ok, f"state must be a CacheState, not ok, got {state!r}")
     if folder.exists() and not folder.is_dir():
         return _not_ours(folder)
-    where = f"The {spec.title} cache at {folder}"
+    where, repair = f"The {spec.title} cache at {folder}", fix_command("prepare")
     if state.status == "missing":
-        return AssetMissingError(f"{where} is not built yet. Fix: run {REPAIR_COMMAND}.")
+        return AssetMissingError(f"{where} is not built yet. Fix: run {repair}.")
     if state.status == "stale":
-        return CacheOutOfDateError(f"{where} is out of date: {state.reason}. Fix: run {REPAIR_COMMAND}.")
+        return CacheOutOfDateError(f"{where} is out of date: {state.reason}. Fix: run {repair}.")
     if state.status == "unreadable":
         return CacheNotReadableError(
             f"{where} is not readable by you ({_name(os.geteuid())}): {state.reason}. Fix: its owner runs "
             f"`chmod -R a+rX {folder}` (and prepares shared caches with `umask 022`)."
         )
-    return CacheDamagedError(f"{where} is damaged: {state.reason}. Fix: run {REPAIR_COMMAND}; it rebuilds the cache.")
+    return CacheDamagedError(f"{where} is damaged: {state.reason}. Fix: run {repair}; it rebuilds the cache.")
 
 
 @contextlib.contextmanager
@@ -262,12 +262,8 @@ def build_cache(folder: Path, spec: CacheSpec, compute: Callable[[], Saver], *, 
     except BaseException as error:
         if not disk.is_disk_full(error):
             raise
-        raise NotEnoughSpaceError(
-            f"The disk filled up while building the {spec.title} cache in {root} ({error}); nothing unfinished "
-            f"was left there. The cache needs about {disk.megabytes(spec.bytes_needed)} free ({disk.free_now(root)}). "
-            f"Fix: free some space on that disk, or set COURSE_CACHE_DIR to a folder on a disk with more room; then "
-            f"run {REPAIR_COMMAND}."
-        ) from error
+        raise NotEnoughSpaceError(disk.no_room(root, spec.title, spec.bytes_needed, fix_command("prepare"), error)) \
+            from error
     if verbose:
         print(f"Built the {spec.title} cache: {folder}")
     return folder
@@ -284,8 +280,12 @@ def _write_and_swap(folder: Path, spec: CacheSpec, save: Saver, verbose: bool) -
         disk.apply_umask(partial)
         disk.flush_to_disk(partial)
         _swap_into_place(partial, folder)
-    except BaseException:  # KeyboardInterrupt too: never leave a partial folder behind
+    except BaseException as error:  # KeyboardInterrupt too: never leave a partial folder behind
+        inodes = disk.is_disk_full(error) and disk.inodes_exhausted(partial)  # seen before deleting frees some
         shutil.rmtree(partial, ignore_errors=True)
+        if inodes:
+            raise NotEnoughSpaceError(disk.no_room(folder.parent, spec.title, spec.bytes_needed,
+                                                   fix_command("prepare"), error, inodes=True)) from error
         raise
 
 
@@ -383,16 +383,13 @@ def _require_writable(root: Path, folder: Path, spec: CacheSpec) -> None:
             f"does not exist and you ({_name(os.geteuid())}) cannot create it"
         raise CacheNotWritableError(
             f"The {spec.title} cache at {folder} has to be built, but {root} {why}. "
-            f"If it is a class cache prepared by an instructor, ask them to run `COURSE_CACHE_DIR={root} make "
-            f"prepare`; otherwise set COURSE_CACHE_DIR to a folder of your own and run {REPAIR_COMMAND}."
+            f"If it is a class cache prepared by an instructor, ask them to run "
+            f"{fix_command('prepare', COURSE_CACHE_DIR=root)}; otherwise set COURSE_CACHE_DIR to a folder of your "
+            f"own and run {fix_command('prepare')}."
         )
 
 
 def _check_free_space(root: Path, spec: CacheSpec) -> None:
-    free = shutil.disk_usage(root).free
-    if free < spec.bytes_needed:
-        raise NotEnoughSpaceError(
-            f"Not enough free space to build the {spec.title} cache in {root}: it needs about "
-            f"{disk.megabytes(spec.bytes_needed)}, and {disk.megabytes(free)} are free. Fix: free some space on that "
-            f"disk, or set COURSE_CACHE_DIR to a folder on a disk with more room; then run {REPAIR_COMMAND}."
-        )
+    why = disk.no_room(root, spec.title, spec.bytes_needed, fix_command("prepare"))  # too little space, or no inodes
+    if why:
+        raise NotEnoughSpaceError(why)

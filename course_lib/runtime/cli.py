@@ -12,7 +12,10 @@ import platform
 import sys
 from pathlib import Path
 
+from course_lib.runtime.commands import lessons_hint
 from course_lib.runtime.errors import CourseInputError
+
+LESSONS = "notebooks"  # the default --source of editions and slides: the clone's lessons, run from its folder
 
 
 def _positive_int(text: str) -> int:
@@ -40,16 +43,29 @@ def _folder(flag: str, value: str, must_exist: bool = True) -> Path:
     return path
 
 
+def _lessons(source: str | None) -> Path:
+    """The folder of the lesson notebooks that ``--source`` names (None: the default), checked to hold some."""
+    name = LESSONS if source is None else source
+    path = Path(name).expanduser()
+    why = "is an empty name" if not name.strip() else "is a file" if path.is_file() else \
+        "does not exist" if not path.is_dir() else \
+        "holds no lesson notebooks (NN_name.ipynb)" if not any(path.glob("[0-9][0-9]_*.ipynb")) else None
+    if why is None:
+        return path
+    flag = f"--source {name!r}{' (the default)' if source is None else ''}"
+    raise CourseInputError(f"{flag} {why}: name the folder of the lesson notebooks with --source DIR; {lessons_hint()}")
+
+
 def _check_paths(args: argparse.Namespace) -> None:
     """Folders named on the command line; a bad one raises ``CourseInputError`` before the command writes."""
-    if args.command == "editions":
-        _folder("--source", args.source)
     if args.command in ("editions", "slides"):
         _folder("--out", args.out, must_exist=False)
     if args.command == "slides" and args.mathjax != "installed" and \
             not (_folder("--mathjax", args.mathjax) / "tex-chtml.js").is_file():
         raise CourseInputError(f"--mathjax {args.mathjax!r} holds no tex-chtml.js: name the folder of a MathJax 3 "
                                "distribution, or leave --mathjax out for the installed one")
+    if args.command in ("editions", "slides"):  # slides: unless notebooks are named
+        args.lessons = None if args.command == "slides" and args.notebooks else _lessons(args.source)
     if args.command == "notebooks" and not args.folder.strip():
         raise CourseInputError("the notebooks' folder is an empty name: name one, e.g. `course-lib notebooks lessons`")
 
@@ -65,14 +81,19 @@ def main(argv: list[str] | None = None) -> int:
                              help="expect (and build) the sentiment model fine-tuned for N steps instead of the "
                                   "course's 150: a quick build for testing the caches, not for the lessons")
     editions = sub.add_parser("editions", help="write the student and instructor editions of every notebook")
-    editions.add_argument("--source", default="notebooks")
+    editions.add_argument("--source", default=None, metavar="DIR",
+                          help=f"folder of the lesson notebooks (default: {LESSONS}; `course-lib notebooks DIR` "
+                               "writes them where there is no clone)")
     editions.add_argument("--out", default="editions",
                           help="folder for the editions: OUT/student (no solutions, no speaker notes) and "
                                "OUT/instructor (everything); with --edition, the folder of that edition itself")
     editions.add_argument("--edition", choices=["student", "instructor"], default=None,
                           help="write only this edition, into --out")
     slides = sub.add_parser("slides", help="write reveal.js lecture slides (served from the deck's folder)")
-    slides.add_argument("notebooks", nargs="*", help="default: every lesson notebook")
+    slides.add_argument("notebooks", nargs="*", help="default: every lesson notebook in --source")
+    slides.add_argument("--source", default=None, metavar="DIR",
+                        help=f"folder of the lesson notebooks, when none are named (default: {LESSONS}; "
+                             "`course-lib notebooks DIR` writes them where there is no clone)")
     slides.add_argument("--out", default="slides")
     slides.add_argument("--mathjax", default="installed",
                         help="folder with MathJax 3 (tex-chtml.js) to copy in (default: the installed package)")
@@ -124,11 +145,11 @@ def _editions_command(args) -> int:
     try:
         if args.command == "editions":
             if args.edition:
-                written = write_edition(args.edition, args.source, args.out)
+                written = write_edition(args.edition, args.lessons, args.out)
             else:
-                written = [path for paths in write_editions(args.source, args.out).values() for path in paths]
+                written = [path for paths in write_editions(args.lessons, args.out).values() for path in paths]
         else:
-            notebooks = args.notebooks or sorted(Path("notebooks").glob("[0-9][0-9]_*.ipynb"))
+            notebooks = args.notebooks or sorted(args.lessons.glob("[0-9][0-9]_*.ipynb"))
             guide = args.guide or ("book/instructor_notes.yml" if Path("book/instructor_notes.yml").is_file() else None)
             timings = section_budgets(guide) if guide else None
             written = write_slides(notebooks, args.out, mathjax_dir=args.mathjax, timings=timings)

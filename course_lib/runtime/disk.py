@@ -1,4 +1,5 @@
-"""File-system helpers of the caches: modes from the umask, flushing to disk, and what a full disk looks like."""
+"""File-system helpers of the caches: modes from the umask, flushing to disk, and what a full disk (no space, or no
+inodes left for more files) looks like, with the fix."""
 from __future__ import annotations
 
 import contextlib
@@ -43,12 +44,39 @@ def megabytes(size: int) -> str:
     return f"{size / 1e6:,.0f} MB"
 
 
-def free_now(root: Path) -> str:
+def inodes_exhausted(path: Path) -> bool:
+    """True when the file system holding ``path`` has no inode left for another file or folder (f_files == 0: a
+    file system without an inode limit)."""
+    try:
+        info = os.statvfs(path)
+    except OSError:
+        return False
+    return info.f_files > 0 and info.f_favail == 0
+
+
+def no_room(root: Path, title: str, needed: int, fix: str, error: BaseException | None = None,
+            inodes: bool | None = None) -> str | None:
+    """Why the ``title`` cache cannot be built in ``root``, with the fix: before a build (``error`` None), None when
+    there is room; after a build failed with ``error`` (a full disk), always a message. ``inodes``: whether the
+    inodes ran out, as seen before the failed build's files were deleted (None: look now)."""
     info = os.statvfs(root)
-    text = f"{megabytes(info.f_bavail * info.f_frsize)} free now"
-    if info.f_files and not info.f_favail:  # f_files == 0: a file system without an inode limit
-        text += ", but no room for more files (all inodes used)"
-    return text
+    free = megabytes(info.f_bavail * info.f_frsize)
+    if inodes or (inodes is None and info.f_files > 0 and info.f_favail == 0):
+        what = (f"The disk ran out of room for more files (inodes) while building the {title} cache in {root} "
+                f"({error}); nothing unfinished was left there." if error is not None else
+                f"Cannot build the {title} cache in {root}: the disk has no room for more files (inodes).")
+        return (f"{what} Every file and folder takes one of the disk's {info.f_files:,} inodes, and all are in "
+                f"use; free space is not the problem ({free} free). Fix: delete files on that disk (many small "
+                f"files free the most), or set COURSE_CACHE_DIR to a folder on another disk; then run {fix}.")
+    if error is not None:
+        return (f"The disk filled up while building the {title} cache in {root} ({error}); nothing unfinished was "
+                f"left there. The cache needs about {megabytes(needed)} free ({free} free now). Fix: free some "
+                f"space on that disk, or set COURSE_CACHE_DIR to a folder on a disk with more room; then run {fix}.")
+    if info.f_bavail * info.f_frsize < needed:
+        return (f"Not enough free space to build the {title} cache in {root}: it needs about {megabytes(needed)}, "
+                f"and {free} are free. Fix: free some space on that disk, or set COURSE_CACHE_DIR to a folder on a "
+                f"disk with more room; then run {fix}.")
+    return None
 
 
 def is_disk_full(error: BaseException | None) -> bool:

