@@ -308,24 +308,24 @@ def test_without_torch_the_setup_cell_asks_for_the_pinned_torch_and_the_built_wh
 
 
 @pytest.mark.slow
-def test_without_a_release_the_setup_cell_installs_the_course_from_the_repository_archive(clone, tmp_path):
-    """No transformers-course on the index: the cell says so and installs from the archive of the repository
-    (here a zip laid out as GitHub's archive of main, named by COURSE_SOURCE), as pip's dry run shows."""
-    archive = tmp_path / "main.zip"
-    with zipfile.ZipFile(archive, "w") as out:
-        for path in sorted(p for p in clone.rglob("*") if p.is_file()):
-            out.write(path, f"transformers-course-main/{path.relative_to(clone)}")
+def test_without_a_release_the_setup_cell_installs_the_course_from_its_source_address(dist, tmp_path):
+    """No transformers-course on the index: the cell says so and installs from COURSE_SOURCE (by default the
+    repository's archive of main, which is the source `dist` is built from; here the built wheel, so that pip's
+    dry run needs no build step, whose own pip would inherit the dry run)."""
+    source = _wheel(dist).as_uri()
     venv, report = tmp_path / "venv", tmp_path / "report.json"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     env = {**_base_environment(), "PIP_DRY_RUN": "1", "PIP_REPORT": str(report), "PIP_CONSTRAINT": str(CONSTRAINTS),
-           "COURSE_SOURCE": archive.as_uri(), "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_RETRIES": "0"}
+           "COURSE_SOURCE": source, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_RETRIES": "0"}
     result = subprocess.run([str(venv / "bin" / "python"), "-c", SETUP_CELL], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    assert f"transformers-course is not on the package index here; installing it from {archive.as_uri()}" \
-        in result.stdout, (result.stdout + result.stderr)[-3000:]
+    assert f"transformers-course is not on the package index here; installing it from {source}" in result.stdout, \
+        (result.stdout + result.stderr)[-3000:]
     chosen = {item["metadata"]["name"].lower(): item for item in json.loads(report.read_text())["install"]}
-    assert chosen[PROJECT["name"]]["download_info"]["url"] == archive.as_uri()
+    assert chosen[PROJECT["name"]]["download_info"]["url"] == source
     assert chosen["torch"]["metadata"]["version"].endswith("+cpu")
+    assert f'os.environ.get("COURSE_SOURCE", "{PROJECT["urls"]["Repository"]}/archive/refs/heads/main.zip")' \
+        in SETUP_CELL  # the default source: the repository's archive
 
 
 @pytest.mark.slow
