@@ -48,9 +48,12 @@ def inodes_exhausted(path: Path) -> bool:
     """True when the file system holding ``path`` has no inode left for another file or folder (f_files == 0: a
     file system without an inode limit)."""
     try:
-        info = os.statvfs(path)
+        return _no_inode_left(os.statvfs(path))
     except OSError:
         return False
+
+
+def _no_inode_left(info: os.statvfs_result) -> bool:
     return info.f_files > 0 and info.f_favail == 0
 
 
@@ -61,7 +64,7 @@ def no_room(root: Path, title: str, needed: int, fix: str, error: BaseException 
     inodes ran out, as seen before the failed build's files were deleted (None: look now)."""
     info = os.statvfs(root)
     free = megabytes(info.f_bavail * info.f_frsize)
-    if inodes or (inodes is None and info.f_files > 0 and info.f_favail == 0):
+    if inodes or (inodes is None and _no_inode_left(info)):
         what = (f"The disk ran out of room for more files (inodes) while building the {title} cache in {root} "
                 f"({error}); nothing unfinished was left there." if error is not None else
                 f"Cannot build the {title} cache in {root}: the disk has no room for more files (inodes).")
