@@ -5,6 +5,11 @@ In a notebook::
 
     from course_lib.checks import check
     check("01.greedy_wordpiece", greedy_wordpiece)   # shows "passed" or what went wrong and a hint
+    hint("01.greedy_wordpiece")      # stuck: the first rung of the hint ladder (the idea)
+    hint("01.greedy_wordpiece", 2)   # the second rung (the line to write); the third is the instructor edition
+
+Every exercise has a level: ``warm-up`` (a few lines that set up the lesson's piece), ``core`` (the piece the lesson
+is about, written whole) or ``stretch`` (beyond the lesson, for the strong student), and the minutes it takes.
 
 A check never raises on a wrong answer: it returns a :class:`CheckResult` whose text says which case
 failed, what was expected, and, when the answer matches a known mistake, a specific hint. It cannot be
@@ -277,18 +282,39 @@ def randn(*shape: int, seed: int, scale: float = 1.0) -> Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale
 
 
+LEVELS = ("warm-up", "core", "stretch")
+
+
 @dataclass
 class Exercise:
     name: str
     title: str
     reference: Callable[..., Any]
-    cases: list[Case]
+    # The inputs to try; a function returning them for cases that need real weights or data (loaded on the
+    # first check, not when the lesson imports the checks).
+    cases: list[Case] | Callable[[], list[Case]]
     mistakes: list[Mistake] = field(default_factory=list)
     compare: Callable[[Any, Any], str | None] = compare_outputs
     # For exercises whose function does not take the case arguments itself (say, it changes a model in
     # place): turns a function in the student's form into one that takes a case's arguments and returns
     # what to compare. Applied alike to the student's answer, the reference and every mistake.
     adapt: Callable[[Callable[..., Any]], Callable[..., Any]] | None = None
+    level: str = "warm-up"  # one of LEVELS
+    minutes: int = 5  # what it takes a student who followed the lesson, for the instructor guide
+    # The hint ladder: the first rung names the idea, the second the line to write; the instructor edition's
+    # solution is the last rung. Shown one at a time by :func:`hint`.
+    hints: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.level not in LEVELS:
+            raise ValueError(f"{self.name}: level must be one of {LEVELS}, got {self.level!r}")
+        if self.level == "core" and len(self.hints) < 2:
+            raise ValueError(f"{self.name}: a core exercise needs a hint ladder of at least two rungs")
+
+    def case_list(self) -> list[Case]:
+        if callable(self.cases):
+            self.cases = list(self.cases())
+        return self.cases
 
     def _runnable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn if self.adapt is None else self.adapt(fn)
@@ -297,7 +323,8 @@ class Exercise:
         if not callable(student):
             return self._fail(f"pass your function itself (without calling it), got {type(student).__name__}")
         reference, student = self._runnable(self.reference), self._runnable(student)
-        for number, case in enumerate(self.cases, 1):
+        cases = self.case_list()
+        for number, case in enumerate(cases, 1):
             label = case.label or f"case {number}"
             expected = reference(*_clone(case.args), **_clone(case.kwargs))
             args, kwargs = _clone(case.args), _clone(case.kwargs)
@@ -327,13 +354,15 @@ class Exercise:
                 if self.compare(got, wrong) is None:
                     return self._fail(f"on {label}: {problem}.", hint=mistake.hint, case=label)
             return self._fail(f"on {label}: {problem}.", case=label)
-        return CheckResult(self.name, True, f"[passed] {self.name} ({self.title}): all {len(self.cases)} cases match "
+        return CheckResult(self.name, True, f"[passed] {self.name} ({self.title}): all {len(cases)} cases match "
                                             "the reference.")
 
     def _fail(self, problem: str, hint: str | None = None, case: str | None = None) -> CheckResult:
         message = f"[not yet] {self.name} ({self.title}): {problem}"
         if hint:
             message += f"\nHint: {hint}"
+        if self.hints:
+            message += f'\nStuck? hint("{self.name}") names the idea; hint("{self.name}", 2) names the line.'
         return CheckResult(self.name, False, message, hint=hint, case=case)
 
 
@@ -362,6 +391,32 @@ def get_exercise(name: str) -> Exercise:
     if name not in known:
         raise KeyError(f"Unknown exercise {name!r}; known exercises: {', '.join(sorted(known))}")
     return known[name]
+
+
+@dataclass(frozen=True)
+class Hint:
+    """One rung of an exercise's hint ladder; shows as its text in a notebook."""
+
+    text: str
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def hint(name: str, step: int = 1) -> Hint:
+    """Rung ``step`` (1, 2, ...) of exercise ``name``'s hint ladder. Past the last rung: where the solution is."""
+    exercise = get_exercise(name)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be 1, 2, ... (the rung of the ladder), got {step!r}")
+    ladder = exercise.hints
+    if not ladder:
+        return Hint(f"{name} has no hint ladder: its check's message says what differs and, for a known "
+                    "mistake, what to change.")
+    if step <= len(ladder):
+        more = f' (hint("{name}", {step + 1}) for the next)' if step < len(ladder) else ""
+        return Hint(f"{name}, hint {step} of {len(ladder)}: {ladder[step - 1]}{more}")
+    return Hint(f"{name}: no more hints. The instructor edition of the lesson holds the solution, in the cell "
+                "after the stub; ask whoever teaches the course for it, or compare with the reference in course_lib.")
 
 
 def check(name: str, student: Callable[..., Any]) -> CheckResult:
