@@ -23,6 +23,7 @@ lock: setup
 ## Open the course in JupyterLab (sets up and prepares assets on first use).
 lab: setup
 	$(PY) -m course_lib prepare
+	bash binder/lab-settings.sh $(PY)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 ## Set up if needed, prepare assets, and run every test (unit, equivalence, browser, notebooks); then the numeric

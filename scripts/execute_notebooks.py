@@ -7,6 +7,12 @@ Each run uses a fresh kernel of this interpreter with COURSE_PROFILE=quick, the 
 PYTHONHASHSEED=0 and the network guard on. The notebook's metadata then records the profile and a hash
 of every code cell (``tests/test_notebooks.py`` checks them); wall time, kernel CPU time and peak kernel
 memory go to ``docs/timings.json``, and ``docs/timings.md`` is re-rendered.
+
+The notebook also stores the kernelspec of the course's kernel (:data:`COURSE_KERNELSPEC`, what the venv's
+ipykernel registers), so that JupyterLab, on opening a lesson, finds nothing to update and does not mark it
+modified. ``--kernelspec-only`` writes that metadata into the notebooks without running them:
+
+    .venv/bin/python scripts/execute_notebooks.py --kernelspec-only          # every notebook
 """
 from __future__ import annotations
 
@@ -23,6 +29,29 @@ from memory_sampler import ProcessTreeSampler
 from stored_outputs import METADATA_KEY, execution_record
 
 PROFILE = "quick"
+# The kernel the course runs in: ipykernel's own spec ("python3"), as `jupyter kernelspec list` shows it.
+COURSE_KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def apply_kernelspec(nb) -> bool:
+    """Store :data:`COURSE_KERNELSPEC` in ``nb``'s metadata; True if that changed anything."""
+    if nb.metadata.get("kernelspec") == COURSE_KERNELSPEC:
+        return False
+    nb.metadata["kernelspec"] = dict(COURSE_KERNELSPEC)
+    return True
+
+
+def write_kernelspecs(paths: list[Path]) -> list[Path]:
+    """Apply :func:`apply_kernelspec` to each notebook in place (outputs untouched); returns those changed."""
+    import nbformat
+
+    changed = []
+    for path in paths:
+        nb = nbformat.read(path, as_version=4)
+        if apply_kernelspec(nb):
+            nbformat.write(nb, path)
+            changed.append(path)
+    return changed
 
 
 def execute(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> dict:
@@ -54,6 +83,7 @@ def execute(path: Path, cell_timeout: int = CELL_TIMEOUT_S) -> dict:
     wall = time.perf_counter() - start
     report_slowest_cells(nb)
     nb.metadata[METADATA_KEY] = {"executed": execution_record(nb, PROFILE)}
+    apply_kernelspec(nb)
     nbformat.write(nb, path)
     return {
         "wall_s": round(wall, 1),
@@ -85,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: all of notebooks/)")
     parser.add_argument("--cell-timeout", type=int, default=CELL_TIMEOUT_S, help="seconds per cell")
     parser.add_argument("--no-timings", action="store_true", help="do not update docs/timings.json")
+    parser.add_argument("--kernelspec-only", action="store_true",
+                        help="only write the course's kernelspec into the notebooks' metadata (no execution)")
     args = parser.parse_args(argv)
 
     try:
@@ -95,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no notebooks found in {NOTEBOOK_DIR}")
         return 0
     os.chdir(REPO)
+    if args.kernelspec_only:
+        changed = write_kernelspecs(notebooks)
+        print(f"kernelspec {COURSE_KERNELSPEC['display_name']!r} written into {len(changed)} of "
+              f"{len(notebooks)} notebooks")
+        return 0
     for path in notebooks:
         print(f"executing {path.relative_to(REPO)} (profile {PROFILE}) ...", flush=True)
         entry = execute(path, args.cell_timeout)
