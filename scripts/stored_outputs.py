@@ -7,6 +7,7 @@ sources. A cell tagged ``nbval-ignore-output`` runs but its output is not compar
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from kernel_env import REPO
@@ -88,5 +89,70 @@ def lax_copy_for_gpu(notebook: Path, target_dir: Path = REPO / "build") -> Path:
             cell.metadata["tags"] = [*tags, "nbval-check-output"]
     target_dir.mkdir(parents=True, exist_ok=True)
     copy = target_dir / f"{notebook.stem}.gpu.ipynb"
+    nbformat.write(nb, copy)
+    return copy
+
+
+# --------------------------------------------------------------------------- one run for both editions
+EXERCISE_CHECK = re.compile(r"check\(\s*[\"'](\d\d\.[\w-]+)[\"']")
+EXERCISE_STUB = re.compile(r"NotImplementedError\(\s*[\"']Exercise\s+(\d\d\.[\w-]+)")  # as in publish.editions
+_LAST_VALUE = '''import ast as _ast
+
+
+def _course_last_value(source):
+    """Run a cell's source here and return the value of its last expression (what the cell would show)."""
+    tree = _ast.parse(source)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], _ast.Expr) else None
+    exec(compile(tree, "<check cell>", "exec"), globals())
+    return eval(compile(_ast.Expression(last.value), "<check cell>", "eval"), globals()) if last else None
+'''
+
+
+def student_run_copy(notebook: Path, target_dir: Path = REPO / "build") -> Path:
+    """A copy of a lesson that nbval runs once to test both editions.
+
+    The code cells are the student edition's (the solution cells removed), so the run shows that a student's
+    notebook runs top to bottom with every exercise unsolved; every stored output outside the exercises is
+    compared as usual, so it also shows that the lesson reproduces its outputs without the solutions' help.
+    Exercise stubs and exercise checks run but are not compared (a student sees "not done yet" where the stored
+    notebook shows "passed"). Appended cells then assert that each check said "not done yet", and paste each
+    stored solution and assert that its check passes. The copy goes to ``build/``, the same depth as
+    ``notebooks/``.
+    """
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    solutions, checks, kept, stub = {}, {}, [], None
+    for cell in nb.cells:
+        tags = list(cell.metadata.get("tags", []))
+        if "solution" in tags:
+            solutions[stub] = cell.source
+            continue
+        if "exercise" in tags:
+            stub = EXERCISE_STUB.search(cell.source).group(1)
+        names = EXERCISE_CHECK.findall(cell.source) if cell.cell_type == "code" and "check" in tags else []
+        if "exercise" in tags or names:
+            cell.metadata["tags"] = [*tags, "nbval-ignore-output"]
+        for name in names:
+            checks.setdefault(name, cell.source)
+        kept.append(cell)
+    if set(solutions) != set(checks):
+        raise ValueError(f"{notebook.name}: exercises with a solution {sorted(solutions, key=str)} and with a "
+                         f"check {sorted(checks)} differ")
+    ignore = {"tags": ["nbval-ignore-output"]}
+    appended = [nbformat.v4.new_code_cell(_LAST_VALUE, metadata=ignore)]
+    appended.append(nbformat.v4.new_code_cell(
+        f"_course_unsolved = [(_name, _course_last_value(_source)) for _name, _source in {list(checks.items())!r}]\n"
+        "for _name, _result in _course_unsolved:\n"
+        "    assert not _result.passed and 'not done yet' in _result.message, (_name, _result.message)\n",
+        metadata=ignore))
+    for name, solution in solutions.items():
+        appended.append(nbformat.v4.new_code_cell(
+            f"{solution}\n\n_course_result = _course_last_value({checks[name]!r})\n"
+            f"assert _course_result.passed, 'the stored solution of {name} fails: ' + _course_result.message\n",
+            metadata=ignore))
+    nb.cells = kept + appended
+    target_dir.mkdir(parents=True, exist_ok=True)
+    copy = target_dir / f"{notebook.stem}.student.ipynb"
     nbformat.write(nb, copy)
     return copy

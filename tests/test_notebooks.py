@@ -2,6 +2,9 @@
 
 Each notebook is one test: a separate ``pytest --nbval`` process (its own kernel, the sanitiser in
 tests/nbval_sanitize.cfg, a per-cell timeout), so a failure names the notebook, the cell and the error.
+One run tests both editions (``stored_outputs.student_run_copy``): the student edition's cells (solutions
+removed) run top to bottom and reproduce every stored output outside the exercises, each unsolved check says
+"not done yet", and each stored solution, pasted at the end, passes its check.
 A second, fast test per notebook checks that the stored outputs come from the current sources.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ from stored_outputs import (
     execution_record,
     lax_copy_for_gpu,
     stale_output_problems,
+    student_run_copy,
 )
 
 NOTEBOOKS = course_notebooks()
@@ -37,8 +41,9 @@ NUMERIC_PARAMS = [
 @pytest.mark.notebooks
 @pytest.mark.slow
 @pytest.mark.parametrize("notebook", NUMERIC_PARAMS)
-def test_notebook_reproduces_its_stored_outputs(notebook, tmp_path):
-    result = run_nbval(notebook, profile="quick", workdir=tmp_path)
+def test_notebook_reproduces_its_stored_outputs_as_the_student_edition(notebook, tmp_path):
+    result = run_nbval(student_run_copy(notebook), profile="quick", workdir=tmp_path)
+    result.notebook = notebook
     if not result.passed:
         pytest.fail(result.report(), pytrace=False)
 
@@ -179,3 +184,43 @@ def test_executed_notebook_records_its_sources_and_reproduces_under_nbval(tmp_pa
     assert stale_output_problems(executed) == []
     assert entry["wall_s"] > 0 and entry["peak_rss_mb"] > 10
     assert run_nbval(path, workdir=tmp_path).passed  # a second process reproduces every output
+
+
+def _lesson_with_exercise(solution: str, after: str = "print(3)") -> nbformat.NotebookNode:
+    """A lesson with one exercise (stub, solution, check) and one ordinary cell after it."""
+    stub = "def double(x):\n    raise NotImplementedError('Exercise 09.double: times two')"
+    check = ("from course_lib.checks import Case, Exercise, Mistake, register, check\n"
+             "register(Exercise('09.double', 'double a number', lambda x: 2 * x, cases=[Case((3,))],\n"
+             "                  mistakes=[Mistake(lambda x: x + 2, 'times, not plus'), Mistake(lambda x: x, 'x2')]))\n"
+             "check('09.double', double)")
+    stream = [{"output_type": "stream", "name": "stdout", "text": "3\n"}]
+    nb = _notebook(stub, solution, check, after, outputs=[[], [], [], stream])
+    for cell, tag in zip(code_cells(nb), ("exercise", "solution", "check")):
+        cell.metadata["tags"] = [tag]
+    return nb
+
+
+def test_student_run_copy_drops_solutions_and_appends_the_checks_of_both_editions(tmp_path):
+    path = tmp_path / "09_probe.ipynb"
+    nbformat.write(_lesson_with_exercise("def double(x):\n    return x * 2"), path)
+    copy = nbformat.read(student_run_copy(path, tmp_path / "build"), as_version=4)
+    sources = [cell.source for cell in code_cells(copy)]
+    assert not any("return x * 2" in s for s in sources[:3])  # the solution cell is gone from its place
+    assert "not done yet" in sources[-2] and "return x * 2" in sources[-1] and "_course_result.passed" in sources[-1]
+    ignored = ["nbval-ignore-output" in cell.metadata.get("tags", []) for cell in code_cells(copy)]
+    assert ignored == [True, True, False, True, True, True]  # stub, check, ordinary cell, then the appended ones
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("solution, after, failing", [
+    ("def double(x):\n    return x + 2", "print(3)", "the stored solution of 09.double fails"),  # wrong answer
+    ("def double(x):\n    return 2 * x", "print(double(1) + 1)", "NotImplementedError"),  # uses the student's fn
+], ids=["wrong-solution", "cell-after-the-stub-calls-it"])
+def test_student_run_fails_on_a_wrong_solution_or_a_cell_that_needs_the_solution(tmp_path, solution, after, failing):
+    path = tmp_path / "09_probe.ipynb"
+    nbformat.write(_lesson_with_exercise(solution, after), path)
+    good = tmp_path / "09_good.ipynb"
+    nbformat.write(_lesson_with_exercise("def double(x):\n    return 2 * x"), good)
+    assert run_nbval(student_run_copy(good, tmp_path / "build"), workdir=tmp_path).passed
+    result = run_nbval(student_run_copy(path, tmp_path / "build"), workdir=tmp_path)
+    assert not result.passed and failing in result.report(), result.report()
