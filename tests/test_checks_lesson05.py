@@ -5,6 +5,8 @@ tests/test_checks.py runs the general contract (reference passes, each listed mi
 is told it is not done yet); tests/test_llama.py compares the references with transformers on other inputs."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ from course_lib.attention import KVCache
 from course_lib.checks import check, get_exercise
 from course_lib.checks.lesson05 import TINY_LLAMA
 from course_lib.generation import generate
-from course_lib.llama import hf_llama_name_map
+from course_lib.llama import apply_rotary, hf_llama_name_map, repeat_kv, rotary_cos_sin, rotary_inverse_frequencies
 
 
 def _rotate_half(x):
@@ -98,6 +100,65 @@ def test_greedy_with_cache_written_differently_passes():
                                                                            use_cache=True)).passed
 
 
+def test_cached_attention_written_differently_passes():
+    def with_course_parts(attn, x, cache, offset, theta):  # the lesson's own functions
+        from course_lib.attention import scaled_dot_product_attention
+
+        B, T, _ = x.shape
+        H, G, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        q = attn.query(x).unflatten(-1, (H, d)).transpose(1, 2)
+        k = attn.key(x).unflatten(-1, (G, d)).transpose(1, 2)
+        v = attn.value(x).unflatten(-1, (G, d)).transpose(1, 2)
+        cos, sin = rotary_cos_sin(torch.arange(offset, offset + T)[None], d, theta)
+        k, v = cache.update(attn.layer_index, apply_rotary(k, cos, sin), v)
+        S = k.shape[-2]
+        mask = torch.arange(S)[None, :] <= torch.arange(offset, offset + T)[:, None]  # (T, S)
+        y, _ = scaled_dot_product_attention(apply_rotary(q, cos, sin), repeat_kv(k, H // G), repeat_kv(v, H // G),
+                                            mask)
+        return attn.out(y.transpose(1, 2).flatten(2))
+
+    def with_torch_sdpa_and_complex_rotation(attn, x, cache, offset, theta):
+        B, T, _ = x.shape
+        H, G, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        speeds = theta ** (-torch.arange(0, d, 2, dtype=torch.float32) / d)  # (d/2,)
+        turn = torch.polar(torch.ones(T, d // 2), torch.arange(offset, offset + T).float()[:, None] * speeds)
+
+        def rotate(t):  # (B, n, T, d): the pair (t_i, t_{i+d/2}) as one complex number
+            z = torch.complex(t[..., : d // 2], t[..., d // 2:]) * turn
+            return torch.cat([z.real, z.imag], dim=-1)
+
+        q = rotate(attn.query(x).view(B, T, H, d).permute(0, 2, 1, 3))
+        k = rotate(attn.key(x).view(B, T, G, d).permute(0, 2, 1, 3))
+        k, v = cache.update(attn.layer_index, k, attn.value(x).view(B, T, G, d).permute(0, 2, 1, 3))
+        allowed = torch.ones(T, k.shape[-2], dtype=torch.bool).tril(k.shape[-2] - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)  # (B, H, T, d)
+        return attn.out(y.permute(0, 2, 1, 3).reshape(B, T, H * d))
+
+    for answer in (with_course_parts, with_torch_sdpa_and_complex_rotation):
+        result = check("05.cached_attention", answer)
+        assert result.passed, (answer.__name__, result.message)
+
+
+def test_rope_scaling_written_differently_passes():
+    assert check("05.rope_scaling", lambda d, theta, scaling: rotary_inverse_frequencies(d, theta, scaling)[0]).passed
+
+    def by_wavelength(head_dim, theta, scaling):
+        speed = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        factor = scaling["factor"]
+        if scaling["rope_type"] == "linear":
+            return speed / factor
+        wavelength = 2 * math.pi / speed
+        low_wave = scaling["original_max_position_embeddings"] / scaling["low_freq_factor"]
+        high_wave = scaling["original_max_position_embeddings"] / scaling["high_freq_factor"]
+        smooth = (scaling["original_max_position_embeddings"] / wavelength - scaling["low_freq_factor"]) / (
+            scaling["high_freq_factor"] - scaling["low_freq_factor"])
+        blended = (1 - smooth) * speed / factor + smooth * speed
+        return torch.where(wavelength > low_wave, speed / factor, torch.where(wavelength < high_wave, speed, blended))
+
+    result = check("05.rope_scaling", by_wavelength)
+    assert result.passed, result.message
+
+
 # ------------------------------------------------------------------ wrong answers as other students would write them
 def _rms_in_float64(x, weight, eps):
     x = x.double()
@@ -147,6 +208,33 @@ def _greedy_fresh_cache_each_step(model, input_ids, max_new_tokens):
 @torch.no_grad()
 def _greedy_one_token_short(model, input_ids, max_new_tokens):
     return _greedy(lambda logits: logits[:, -1].argmax(-1, keepdim=True))(model, input_ids, max_new_tokens - 1)
+
+
+def _attention(positions="offset", cache_it=True, mask="right", softmax_dim=-1, project=True):
+    """A cached Llama attention written plainly, with one slip chosen by the arguments."""
+    def answer(attn, x, cache, offset, theta):
+        B, T, _ = x.shape
+        H, G, d = attn.num_heads, attn.num_kv_heads, attn.head_dim
+        q = attn.query(x).view(B, T, H, d).transpose(1, 2)
+        k = attn.key(x).view(B, T, G, d).transpose(1, 2)
+        v = attn.value(x).view(B, T, G, d).transpose(1, 2)
+        start = cache.length if positions == "cache.length" else offset
+        cos, sin = rotary_cos_sin(torch.arange(start, start + T)[None], d, theta)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if cache_it:
+            k, v = cache.update(attn.layer_index, k, v)
+        k, v = repeat_kv(k, H // G), repeat_kv(v, H // G)
+        S = k.shape[-2]
+        if mask == "is_causal":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(d)
+            if mask == "right":
+                scores = scores.masked_fill(~torch.ones(T, S, dtype=torch.bool).tril(S - T), float("-inf"))
+            y = scores.softmax(dim=softmax_dim) @ v
+        y = y.transpose(1, 2).reshape(B, T, H * d)
+        return attn.out(y) if project else y
+    return answer
 
 
 # None of these is a listed mistake (or, where it computes the same numbers as one, it is written another way);
@@ -214,6 +302,33 @@ WRONG = [
     # the ids as a nested list of ints
     pytest.param("05.greedy_with_cache", lambda model, ids, n: generate(model, ids, n).tolist(),
                  "expected a torch.Tensor, got list", id="greedy-list"),
+    # torch's is_causal=True: its mask starts at the top-left corner, so a new token sees only the first keys
+    pytest.param("05.cached_attention", _attention(mask="is_causal"), "step 1 (1 new token at position 5",
+                 id="cached-is-causal"),
+    # the new keys and values never reach the cache: each step attends to itself only
+    pytest.param("05.cached_attention", _attention(cache_it=False), "step 1 (1 new token at position 5",
+                 id="cached-not-stored"),
+    # cache.length read as the offset: right for layer 0, one pass ahead for every later layer
+    pytest.param("05.cached_attention", _attention(positions="cache.length"), "step 1 (1 new token at position 5",
+                 id="cached-length-offset"),
+    # no mask at all: the prompt's tokens see the future
+    pytest.param("05.cached_attention", _attention(mask="none"), "the prompt: the logits differ from transformers' "
+                 "first at position 0", id="cached-no-mask"),
+    # softmax over the queries instead of the keys
+    pytest.param("05.cached_attention", _attention(softmax_dim=-2), "the prompt: the logits differ",
+                 id="cached-softmax-queries"),
+    # the heads merged but the output projection forgotten
+    pytest.param("05.cached_attention", _attention(project=False), "the prompt: the logits differ",
+                 id="cached-no-out-projection"),
+    # the speeds as theta^(i/d) for every feature: d speeds instead of d/2
+    pytest.param("05.rope_scaling", lambda d, theta, scaling: 1.0 / theta ** (torch.arange(d) / d) / scaling["factor"],
+                 "expected shape (32,), got (64,)", id="rope-every-feature"),
+    # computed in float64
+    pytest.param("05.rope_scaling", lambda d, theta, scaling: rotary_inverse_frequencies(d, theta, scaling)[0]
+                 .double(), "got torch.float64", id="rope-float64"),
+    # the factor applied to theta instead of the speeds
+    pytest.param("05.rope_scaling", lambda d, theta, scaling: rotary_inverse_frequencies(d, theta * scaling["factor"])[0],
+                 "values differ", id="rope-factor-on-theta"),
 ]
 
 
@@ -283,3 +398,28 @@ def test_greedy_reference_equals_transformers_generate_on_every_case_model():
         hf.load_state_dict({names[k]: v for k, v in model.state_dict().items()}, strict=True)
         expected = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
         assert torch.equal(exercise.reference(*case.args), expected), case.label
+
+
+def test_cached_attention_cases_load_the_real_smollm2_layers_and_transformers_agrees_with_the_course():
+    from course_lib.checks.lesson05_attention import compare_steps, transformers_peer
+
+    exercise = get_exercise("05.cached_attention")
+    cases = exercise.case_list()
+    assert any("real weights" in case.label for case in cases)
+    assert any(chunk.shape[1] > 1 for case in cases for chunk in case.args[0].chunks[1:])  # a multi-token step
+    for case in cases:  # the course's own model, cache and attention give transformers' logits
+        setup = case.args[0]
+        cache, start, steps = KVCache(setup.model.config.num_layers), 0, []
+        with torch.no_grad():
+            for chunk in setup.chunks:
+                steps.append(type(setup.expected[0])(start, setup.model(chunk, cache=cache)[0]))
+                start += chunk.shape[1]
+        assert compare_steps(tuple(steps), setup.expected) is None, case.label
+    assert exercise.reference is transformers_peer
+
+
+def test_rope_scaling_reference_is_transformers_and_the_course_agrees():
+    exercise = get_exercise("05.rope_scaling")
+    for case in exercise.case_list():
+        expected = exercise.reference(*case.args)
+        torch.testing.assert_close(rotary_inverse_frequencies(*case.args)[0], expected, atol=0, rtol=1e-6)

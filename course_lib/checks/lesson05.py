@@ -1,5 +1,6 @@
 """Exercises of lesson 05 (modern decoders): RMSNorm, rotary position embeddings, the key/value repetition of
-grouped-query attention, and greedy generation with a KV cache.
+grouped-query attention, and greedy generation with a KV cache (the cached attention of a whole layer and rotary
+context extension are in :mod:`course_lib.checks.lesson05_attention`).
 
 The references are the course's tested functions: :class:`course_lib.llama.RMSNorm`,
 :func:`course_lib.llama.apply_rotary`, :func:`course_lib.llama.repeat_kv` and
@@ -81,6 +82,8 @@ register(Exercise("05.rms_norm", "RMSNorm", _reference_rms_norm, cases=[
                 "is normalised on its own."),
     ],
     compare=compare_exact_dtype,
+    level="warm-up",
+    minutes=5,
 ))
 
 
@@ -148,6 +151,8 @@ register(Exercise("05.apply_rotary", "rotary position embedding", apply_rotary, 
                 "B equals H, silently."),
     ],
     compare=compare_exact_dtype,
+    level="warm-up",
+    minutes=10,
 ))
 
 
@@ -188,6 +193,8 @@ register(Exercise("05.repeat_kv", "key/value heads repeated for grouped-query at
                 "query heads."),
     ],
     compare=compare_exact_dtype,
+    level="warm-up",
+    minutes=5,
 ))
 
 
@@ -291,4 +298,12 @@ register(Exercise("05.greedy_with_cache", "greedy generation with a KV cache", _
     ],
     compare=compare_exact_dtype,
     adapt=_with_call_log,  # compare the tokens and how many tokens each forward pass received
+    level="core",
+    minutes=15,
+    hints=(
+        "One cache for the whole generation: the prompt goes through the model once, then each step feeds only "
+        "the token just chosen, and the cache supplies the keys and values of everything before it.",
+        "cache = KVCache(model.config.num_layers); in the loop: logits, _ = model(new, cache=cache); "
+        "new = logits[:, -1].argmax(dim=-1, keepdim=True); ids = torch.cat([ids, new], dim=1)",
+    ),
 ))
