@@ -15,6 +15,11 @@ that one process with batch 2b sees. Rank 0 writes ``run.json`` (settings, losse
 and the final weights (``final/model.safetensors``) into ``--output-dir``; checkpoints go to
 ``--output-dir/checkpoint-<step>`` every ``--save-steps`` steps. ``--stop-after`` ends a run early (a
 simulated interruption); ``--resume-from`` continues from a checkpoint folder.
+
+Which device each process uses, the backend and the precision come from :func:`run_plan`
+(``course_lib.precision``): one process per GPU (local rank k on ``cuda:k``, nccl) where there are enough GPUs,
+CPU processes with gloo otherwise, so that no rank ever asks for a GPU that does not exist. ``--device cpu``
+keeps every process on the CPU (what a comparison with CPU processes needs on a one-GPU machine).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ FINAL_DIR = "final"
 ENCODER_LAYERS = 6  # all-MiniLM-L6-v2
 MAX_TOKENS = 512  # its position embeddings
 PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="auto: bf16 on a GPU that supports it, else fp32")
+                        help="auto: bf16 on a GPU that supports it, fp16 on an older GPU, fp32 on CPUs")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="auto: one process per GPU where there are enough GPUs, else CPU processes; "
+                             "cpu: CPU processes")
     return parser
 
 
@@ -67,6 +76,7 @@ def _check_arguments(args: argparse.Namespace) -> argparse.Namespace:
     number("--learning-rate", args.learning_rate, 0, 1, low_open=True)
     _seed("--seed", args.seed)
     one_of("--precision", args.precision, PRECISIONS)
+    one_of("--device", args.device, DEVICES)
     if args.stop_after and not 0 < args.stop_after < args.steps:
         raise CourseInputError(f"--stop-after must lie between 1 and --steps - 1 ({args.steps - 1}), "
                                f"got {args.stop_after}")
@@ -95,6 +105,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         return _check_arguments(args)
     except CourseInputError as error:
         parser.error(str(error))
+
+
+def run_plan(processes: int, device: str = "auto", precision: str = "auto"):
+    """The :class:`course_lib.precision.DevicePlan` of a run with ``processes`` processes: this machine's plan, or
+    CPU processes with gloo when ``device`` is ``"cpu"`` (or ``COURSE_DEVICE=cpu``)."""
+    from course_lib.precision import machine_plan, plan_devices
+
+    one_of("device", device, DEVICES)
+    one_of("precision", precision, PRECISIONS)
+    if device == "cpu" or get_device().type == "cpu":
+        return plan_devices(processes, 0, False, precision)
+    return machine_plan(processes, precision)
+
+
+def plan_options(plan) -> dict:
+    """The script's ``device`` and ``precision`` options that make every run follow ``plan``: a run of one
+    process compared with the plan's processes must use the same kind of device and the same precision."""
+    return {"device": "auto" if plan.cuda else "cpu", "precision": plan.precision}
 
 
 def build_model(layers: int, seed: int):
@@ -164,8 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = get_device().type == "cuda"
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+    plan = run_plan(world_size, args.device, args.precision)
+    if plan.processes != world_size:  # never happens with cpu_processes_ok; refuse rather than misplace a rank
+        raise SystemExit(f"the plan runs {plan.processes} processes, torchrun started {world_size}")
+    cuda = plan.cuda
     global_batch = args.batch_size * args.grad_accum * world_size
     tokenizer, train, validation = build_data(args.steps * global_batch, args.eval_rows, args.max_length, args.seed)
 
@@ -187,9 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         save_steps=args.save_steps or 500,
         report_to="none",
         disable_tqdm=True,
-        use_cpu=not cuda,
-        bf16=bf16,
-        ddp_backend=("nccl" if cuda else "gloo") if world_size > 1 else None,
+        use_cpu=not cuda,  # CPU processes never touch a GPU, even on a machine that has one
+        bf16=plan.precision == "bf16",  # autocast: the weights stay float32, matmuls run in bf16
+        fp16=plan.precision == "fp16",  # autocast and a gradient scaler (older GPUs)
+        ddp_backend=plan.backend if world_size > 1 else None,
         ddp_find_unused_parameters=False,  # every trainable parameter takes part in each step
         dataloader_num_workers=0,
         seed=args.seed,
@@ -218,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
             "world_size": world_size,
             "backend": training_args.ddp_backend if world_size > 1 else None,
             "device": "cuda" if cuda else "cpu",
-            "precision": "bf16" if bf16 else "fp32",
+            "devices": list(plan.devices),  # the device of each local rank
+            "plan": plan.note,
+            "precision": plan.precision,
             "per_device_batch": args.batch_size,
             "grad_accum": args.grad_accum,
             "global_batch": global_batch,
@@ -231,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             "grad_norms": {int(e["step"]): e["grad_norm"] for e in trainer.state.log_history if "grad_norm" in e},
             "eval": {k: v for k, v in metrics.items() if k in ("eval_loss", "eval_accuracy", "eval_f1")},
             "train_seconds": round(seconds, 2),
+            "examples_per_second": None if args.resume_from else round(
+                trainer.state.global_step * global_batch / seconds, 2),
             "torch": torch.__version__.split("+")[0],
             "transformers": transformers.__version__,
         }
