@@ -59,13 +59,13 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
     """Nucleus filter: keep the most likely tokens until their probabilities add up to ``p``; always keep one."""
     _check_logits(logits)
     _check_settings(1.0, None, p)
-    if p == 1:
+    if p == 1:  # the whole distribution is the nucleus: nothing to drop (and no rounding of a cumsum to trust)
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (..., V)
     probs = torch.softmax(sorted_logits, dim=-1)  # (..., V)
     mass_before = probs.cumsum(dim=-1) - probs  # (..., V): probability of the better tokens
     drop_sorted = mass_before >= p  # the nucleus is already full; the best token has mass_before 0 and stays
-    drop = drop_sorted.scatter(-1, order, drop_sorted)  # (..., V) back in vocabulary order
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # (..., V) back in vocabulary order
     return logits.masked_fill(drop, float("-inf"))
 
 

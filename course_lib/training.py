@@ -1,10 +1,12 @@
-"""Training code: the language-model training loop of lesson 04, and the fine-tuning helpers of lesson 07
-(metrics, per-example loss, Trainer settings, freezing the body or all but its top layers, ONNX export).
+"""Training code: lesson 04's language-model training (one step, the warm-up + cosine schedule, a whole loop),
+and the fine-tuning helpers of lesson 07 (metrics, per-example loss, Trainer settings, freezing the body or all
+but its top layers, ONNX export).
 
 The notebooks build each piece by hand once; these are the tested versions they then rely on.
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.settings import DEFAULT_SEED, get_device, get_profile
@@ -103,6 +106,47 @@ def train_language_model(
                 evaluate(step)
         model.eval()
     return history
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1) -> Callable[[int], float]:
+    """The learning-rate factor of step ``i`` (0, 1, ...) for ``torch.optim.lr_scheduler.LambdaLR``: a linear
+    warm-up to 1 over ``warmup_steps`` steps, then a cosine decay to ``min_ratio`` at step ``total_steps - 1``."""
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"expected 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}")
+    if not 0.0 <= min_ratio <= 1.0:
+        raise ValueError(f"min_ratio must lie in [0, 1], got {min_ratio}")
+
+    def factor(i: int) -> float:
+        step = i + 1  # LambdaLR counts from 0; the loop's steps from 1
+        if step <= warmup_steps:
+            return step / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)  # 0 -> 1
+        return min_ratio + 0.5 * (1 - min_ratio) * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_step(model: nn.Module, windows: Tensor, optimizer: torch.optim.Optimizer, scheduler,
+               max_norm: float) -> tuple[float, float]:
+    """One step of lesson 04's training loop on ``(B, T + 1)`` token windows; returns ``(loss, gradient norm)``.
+
+    ``model(inputs)`` must return the logits ``(B, T, V)``. The gradient norm is the one measured before
+    clipping (what ``clip_grad_norm_`` returns), so a log of it shows how often clipping acted."""
+    if not isinstance(windows, Tensor) or windows.dtype != torch.long or windows.dim() != 2 or windows.shape[1] < 2:
+        got = f"{windows.dtype} tensor of shape {tuple(windows.shape)}" if isinstance(windows, Tensor) \
+            else type(windows).__name__
+        raise ValueError(f"expected windows as a torch.long tensor of shape (batch, tokens + 1), got {got}")
+    model.train()
+    inputs, targets = windows[:, :-1], windows[:, 1:]  # (B, T), (B, T): each target is the next token
+    logits = model(inputs)  # (B, T, V)
+    B, T, V = logits.shape
+    loss = F.cross_entropy(logits.reshape(B * T, V), targets.reshape(B * T))  # mean over B*T predictions
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)  # the norm before clipping
+    optimizer.step()
+    scheduler.step()  # the learning rate of the next step
+    return loss.item(), grad_norm.item()
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -308,3 +352,49 @@ def onnx_logits(session, tokenizer, texts: Sequence[str], max_length: int = 128)
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
     (logits,) = session.run(["logits"], {name: encoded[name].astype(np.int64) for name in wanted})
     return logits  # (N, C)
+
+
+# ----------------------------------------------------------------------------------------------- your own CSV
+def finetune_csv(data_files: dict[str, str], model_path: str | os.PathLike, output_dir: str | os.PathLike, *,
+                 epochs: int = 8, batch_size: int = 8, learning_rate: float = 5e-4, patience: int = 2,
+                 seed: int = DEFAULT_SEED, max_length: int = 64):
+    """Fine-tune a classifier on CSV files (columns ``text`` and ``label``, labels as strings) with a train,
+    validation and test file: label ids from the sorted label names, evaluation on validation every epoch, early
+    stopping and the best checkpoint by validation macro F1, then the test split once.
+
+    Returns ``(label2id, best validation macro F1, test macro F1, the trained model's config.id2label)``."""
+    from datasets import load_dataset
+    from sklearn.metrics import f1_score
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              EarlyStoppingCallback, Trainer, TrainingArguments)
+
+    if {"train", "validation", "test"} - set(data_files):
+        raise ValueError(f"data_files needs a CSV for each of train, validation and test, got {sorted(data_files)}")
+    splits = load_dataset("csv", data_files=dict(data_files))
+    label2id = {name: i for i, name in enumerate(sorted(set(splits["train"]["label"])))}  # sorted: stable ids
+    id2label = {i: name for name, i in label2id.items()}
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+
+    def encode(batch):
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        return {**encoded, "labels": [label2id[name] for name in batch["label"]]}
+
+    encoded = splits.map(encode, batched=True, remove_columns=["text", "label"])  # string labels -> ids
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(label2id),
+                                                               id2label=id2label, label2id=label2id)
+
+    def macro_f1(eval_pred):  # logits (N, C), labels (N,)
+        return {"macro_f1": float(f1_score(eval_pred[1], np.argmax(eval_pred[0], axis=-1), average="macro"))}
+
+    args = TrainingArguments(
+        output_dir=str(output_dir), num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+        learning_rate=learning_rate, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
+        metric_for_best_model="macro_f1", greater_is_better=True, save_total_limit=2, seed=seed,
+        report_to="none", disable_tqdm=True, logging_strategy="no")
+    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=macro_f1,
+                      callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])
+    trainer.train()  # ends with the best checkpoint (by validation macro F1) loaded
+    test_f1 = trainer.evaluate(encoded["test"], metric_key_prefix="test")["test_macro_f1"]  # the test split, once
+    return label2id, trainer.state.best_metric, test_f1, dict(trainer.model.config.id2label)
+

@@ -66,6 +66,23 @@ def test_top_p_keeps_the_smallest_set_of_best_tokens_reaching_p(p, kept):
     torch.testing.assert_close(filtered[filtered > INF], logits[filtered > INF], atol=0, rtol=0)
 
 
+def test_top_p_of_one_keeps_every_token_even_when_the_cumulative_sum_rounds_below_one():
+    # 1000 tokens: the float32 cumulative sum of the sorted probabilities ends a little off 1, so without the
+    # p == 1 short-circuit the last tokens could be dropped or kept by rounding alone
+    logits = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    logits[0, :3] = INF  # tokens already removed stay removed, nothing else changes
+    assert top_p_filter(logits, 1.0) is logits
+
+
+def test_top_p_puts_the_decision_back_in_vocabulary_order_whatever_the_order():
+    # the best tokens at the end, in the middle, at the start: the kept set is always the two most likely
+    for best in ([3, 4], [1, 2], [0, 1]):
+        logits = torch.zeros(5)
+        logits[best] = torch.tensor([2.0, 1.5])  # probabilities about 0.50 and 0.30: together past p = 0.6
+        kept = (top_p_filter(logits, 0.6) > INF).nonzero().flatten().tolist()
+        assert kept == sorted(best), (best, kept)
+
+
 def test_top_p_always_keeps_the_most_likely_token_even_for_a_tiny_p():
     logits = torch.zeros(3, 8)  # uniform: no single token reaches p
     logits[:, 5] = 0.01

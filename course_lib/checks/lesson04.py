@@ -1,5 +1,6 @@
-"""Exercises of lesson 04 (masking and decoders): the causal mask, mean pooling that ignores padding, and the
-top-k and top-p (nucleus) filters used when sampling from a language model.
+"""Exercises of lesson 04 (masking and decoders), the warm-ups: the causal mask, mean pooling that ignores padding,
+and the top-k and top-p (nucleus) filters used when sampling from a language model. The core exercises (the
+training step, the sampling loop) and the stretch one are in :mod:`course_lib.checks.lesson04_decoder`.
 
 The references are the course's tested functions: :func:`course_lib.attention.causal_mask`,
 :func:`course_lib.pooling.masked_mean`, :func:`course_lib.generation.top_k_filter` and ``top_p_filter``."""
@@ -56,6 +57,7 @@ register(Exercise("04.causal_mask", "the causal mask", causal_mask, cases=[
                 "the mask is True where attention is *allowed* (PyTorch's boolean convention); you returned the "
                 "blocked positions. Drop the ~, or build it with tril."),
     ],
+    level="warm-up", minutes=3,
 ))
 
 
@@ -108,6 +110,7 @@ register(Exercise("04.masked_mean", "mean pooling that ignores padding", masked_
                 "pool over the tokens (dim=1), so that one (B, D) vector per text remains; dim=-1 averages the "
                 "features of each token instead."),
     ],
+    level="warm-up", minutes=5,
 ))
 
 
@@ -163,6 +166,7 @@ register(Exercise("04.top_k_filter", "the top-k filter", top_k_filter, cases=[
                 "return filtered *logits* (-inf for dropped tokens), not probabilities: the softmax comes after "
                 "the filter, so that the kept tokens' probabilities sum to 1."),
     ],
+    level="warm-up", minutes=5,
 ))
 
 
@@ -225,4 +229,5 @@ register(Exercise("04.top_p_filter", "the top-p (nucleus) filter", top_p_filter,
                 "return filtered *logits* (-inf for dropped tokens), not probabilities: the softmax comes after "
                 "the filter, so that the kept tokens' probabilities sum to 1."),
     ],
+    level="warm-up", minutes=10,
 ))
