@@ -88,8 +88,11 @@ class LoRALinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if tensor("x", x).dim() == 0 or x.shape[-1] != self.in_features:
             raise CourseInputError(f"expected input of shape (..., {self.in_features}), got {tuple(x.shape)}")
-        # dropout acts on the update's input only; the frozen path sees x unchanged (as in peft)
-        return self.base(x) + lora_update(self.dropout(x), self.lora_A, self.lora_B, self.scaling)  # (..., out)
+        # dropout acts on the update's input only; the frozen path sees x unchanged (as in peft). Adapters may be
+        # kept in float32 on a bf16 base (peft's default): the update runs in their dtype, the sum in the base's.
+        frozen = self.base(x)                                                                       # (..., out)
+        update = lora_update(self.dropout(x).to(self.lora_A.dtype), self.lora_A, self.lora_B, self.scaling)
+        return frozen + update.to(frozen.dtype)                                                     # (..., out)
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:

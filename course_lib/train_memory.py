@@ -125,18 +125,26 @@ def run_one(model_name: str, method: str, precision: str, batch: int, tokens: in
     device = get_device()
     cuda = device.type == "cuda"
     seed_everything(0)
+    import transformers  # the code to load comes before the baseline: import memory is not weights
+
+    transformers.LlamaForCausalLM, transformers.BertForSequenceClassification  # noqa: B018  (lazy modules load)
+    import gc
+
+    gc.collect()
     before_load = torch.cuda.memory_allocated() if cuda else _rss_bytes()
     model, targets, vocab = _load(model_name, precision, device)
     if method == "lora":
         trainable = ("classifier",) if model_name == "encoder" else ()
         apply_lora(model, targets, r=r, alpha=2 * r, trainable_modules=trainable)
+        with torch.no_grad():  # adapters in float32 on a bf16 base, as peft keeps them by default
+            for name, parameter in model.named_parameters():
+                if "lora_" in name:
+                    parameter.data = parameter.data.float()
     model.train()
     if not cuda:  # own the weights: loading may leave them as views of the memory-mapped file
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
                 tensor.data = tensor.data.clone()
-    import gc
-
     gc.collect()
     loaded = torch.cuda.memory_allocated() if cuda else _rss_bytes()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)

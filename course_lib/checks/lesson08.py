@@ -1,5 +1,6 @@
 """Exercises of lesson 08 (fine-tuning that scales): the LoRA forward pass, counting LoRA's parameters,
-the answer-only label mask, and the memory that training state takes."""
+LoRA's targets in an architecture the lesson did not show, the answer-only label mask, and the memory that training
+state takes. The data-parallel loop (08.ddp_loop) lives in ``lesson08_ddp``."""
 from __future__ import annotations
 
 import torch
@@ -95,6 +96,8 @@ register(Exercise(
                                        "(when bias is not None)."),
     ],
     compare=_exact_types,
+    level="warm-up",
+    minutes=10,
 ))
 
 
@@ -185,6 +188,85 @@ register(Exercise(
         Mistake(_count_float, "a count of parameters is a whole number: return a Python int, not a float."),
     ],
     compare=_exact_types,
+    level="warm-up",
+    minutes=10,
+))
+
+
+# ----------------------------------------------------------------------------------------------- 08.lora_targets
+def _linear_like(module) -> bool:
+    from transformers.pytorch_utils import Conv1D  # GPT-2's projections: a linear layer with its weight transposed
+
+    return isinstance(module, (nn.Linear, Conv1D))
+
+
+def _in_a_block(name: str) -> bool:
+    return any(part.isdigit() for part in name.split("."))  # the path passes through a numbered layer
+
+
+def _reference_targets(model):
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if _linear_like(module) and _in_a_block(name)})
+
+
+def _targets_linear_only(model):
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, nn.Linear) and _in_a_block(name)})
+
+
+def _targets_with_heads(model):
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules() if _linear_like(module)})
+
+
+def _targets_full_names(model):
+    return sorted(name for name, module in model.named_modules() if _linear_like(module) and _in_a_block(name))
+
+
+def _targets_repeated(model):
+    return [name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+            if _linear_like(module) and _in_a_block(name)]
+
+
+def _target_cases() -> list[Case]:
+    """Tiny random models of three families (no weights to load): their layer names are the real ones."""
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    small = dict(hidden_size=16, num_attention_heads=2, intermediate_size=32, vocab_size=64)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=64))
+            llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(num_hidden_layers=2, num_key_value_heads=1,
+                                                                           **small))
+            bert = transformers.BertForSequenceClassification(transformers.BertConfig(num_hidden_layers=2, **small))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return [Case((gpt2.eval(),), label="GPT-2 (its projections are Conv1D layers, not nn.Linear)"),
+            Case((llama.eval(),), label="a Llama model with a language-model head"),
+            Case((bert.eval(),), label="a BERT classifier with a pooler and a classification head")]
+
+
+register(Exercise(
+    name="08.lora_targets",
+    title="LoRA's target_modules for any architecture: every linear layer inside the blocks",
+    reference=_reference_targets,
+    cases=_target_cases,
+    mistakes=[
+        Mistake(_targets_linear_only, "GPT-2's projections (c_attn, c_proj, c_fc) are transformers' Conv1D "
+                                      "layers, linear layers with a transposed weight; peft adapts them too. Test "
+                                      "for transformers.pytorch_utils.Conv1D as well as nn.Linear."),
+        Mistake(_targets_with_heads, "layers outside the repeated blocks were included (lm_head, classifier): keep "
+                                     "only the names whose path runs through a numbered layer ('...layers.0...'). "
+                                     "The output head stays frozen or trains fully, never through LoRA."),
+        Mistake(_targets_full_names, "return the last part of each name (q_proj, not model.layers.0.self_attn."
+                                     "q_proj): peft matches a target against the end of every module's name."),
+        Mistake(_targets_repeated, "each name once, sorted: every block has the same layer names, so a list with "
+                                   "one entry per layer repeats them."),
+    ],
+    level="stretch",
+    minutes=20,
 ))
 
 
@@ -246,6 +328,8 @@ register(Exercise(
                                     "indices. Build them with dtype=torch.long."),
     ],
     compare=_exact_types,
+    level="warm-up",
+    minutes=10,
 ))
 
 
@@ -285,4 +369,6 @@ register(Exercise(
         Mistake(_memory_numbers_not_bytes, "that counts numbers; multiply by bytes_per_number to get bytes."),
     ],
     compare=_exact_types,
+    level="warm-up",
+    minutes=5,
 ))
