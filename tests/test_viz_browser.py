@@ -139,6 +139,51 @@ def test_model_view_draws_every_head_and_opens_one_in_detail(browser, hf_encoder
         torch.testing.assert_close(opacity.view(len(tokens), -1), weights[1, 2], atol=0.0005 + 1e-9, rtol=0)
 
 
+# The content column of a lesson page on the course website at a 1280 px and a 1920 px wide window.
+BOOK_COLUMNS = {1280: 688, 1920: 790}
+
+
+@pytest.mark.parametrize("window", sorted(BOOK_COLUMNS))
+def test_model_view_fits_the_width_of_a_page_column_and_every_control_has_a_label(browser, hf_encoder, tokenizer,
+                                                                                  window, tmp_path):
+    view = model_view(hf_encoder, tokenizer, TEXT, PAIR)
+    thumbnails_drawn = hf_encoder.config.num_hidden_layers * hf_encoder.config.num_attention_heads
+    column = BOOK_COLUMNS[window]
+    path = tmp_path / "column.html"
+    path.write_text(view.page().replace('<body style="margin:16px">',
+                                        f'<body style="margin:16px"><div style="width:{column}px">'), encoding="utf-8")
+    with offline_page(browser, path.as_uri()) as (page, _):
+        page.set_viewport_size({"width": window, "height": 900})
+        root = f"#{view.id}"
+        expect(page.locator(f"{root} .attn_background")).to_have_count(thumbnails_drawn)
+        box = page.locator(root).bounding_box()
+        svg = page.locator(f"{root} svg").first.bounding_box()
+        assert svg["x"] + svg["width"] <= box["x"] + box["width"] + 0.5, f"the drawing ({svg}) overflows {box}"
+        thumbnails = page.eval_on_selector_all(f"{root} .attn_background",
+                                               "els => els.map(e => e.getBoundingClientRect().right)")
+        assert max(thumbnails) <= box["x"] + box["width"], "a head's thumbnail is out of view"
+        natural = float(page.locator(f"{root} svg").first.get_attribute("width"))
+        assert svg["width"] >= 0.6 * natural, "scaled down too far"
+        assert page.eval_on_selector(root, "e => e.scrollWidth <= e.clientWidth + 1"), "the view scrolls sideways"
+        unlabelled = page.eval_on_selector_all("select", "els => els.filter(e => !e.labels.length).length")
+        assert unlabelled == 0
+    wide = view.save(tmp_path / "wide.html")  # a wide window: drawn at its natural size, never scaled up
+    with offline_page(browser, wide.as_uri()) as (page, _):
+        page.set_viewport_size({"width": 1920, "height": 900})
+        expect(page.locator(f"#{view.id} .attn_background")).to_have_count(thumbnails_drawn)
+        svg = page.locator(f"#{view.id} svg").first
+        assert abs(svg.bounding_box()["width"] - float(svg.get_attribute("width"))) < 1
+
+
+def test_head_and_neuron_view_controls_have_labels(browser, hf_encoder, tokenizer, tmp_path):
+    views = [head_view(hf_encoder, tokenizer, TEXT, PAIR), neuron_view(hf_encoder, tokenizer, TEXT, PAIR)]
+    with offline_page(browser, save_page(tmp_path / "both.html", views).as_uri()) as (page, _):
+        for view in views:
+            expect(page.locator(f"#{view.id} select#layer")).to_have_count(1)
+        names = page.eval_on_selector_all("select", "els => els.map(e => e.labels.length ? e.labels[0].innerText : '')")
+        assert len(names) == 5 and all(name.strip() for name in names), names
+
+
 def test_neuron_view_shows_query_times_key_for_the_hovered_token(browser, hf_encoder, tokenizer, tmp_path):
     layer, head, token = 2, 5, 3
     encoding = tokenizer(TEXT, return_tensors="pt")

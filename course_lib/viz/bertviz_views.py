@@ -34,7 +34,7 @@ def _filter_select(run: AttentionRun) -> str:
         return ""
     names = ["All"] + [name for name, _, _ in PAIR_FILTERS]
     options = "".join(f'<option value="{i}">{html.escape(n)}</option>' for i, n in enumerate(names))
-    return f' Attention: <select id="filter">{options}</select>'
+    return f' <label>Attention: <select id="filter">{options}</select></label>'
 
 
 def _attention_entries(run: AttentionRun, layers: list[int], heads: list[int], decimals: int) -> list[dict]:
@@ -75,8 +75,8 @@ def head_view(model, tokenizer, text: str, text_pair: str | None = None, layer: 
         "heads": heads,
         "include_layers": layers,
     }
-    body = (f'<span style="user-select:none">Layer: <select id="layer"></select>{_filter_select(run)}</span>'
-            '<div id="vis"></div>')
+    body = ('<span style="user-select:none"><label>Layer: <select id="layer"></select></label>'
+            f'{_filter_select(run)}</span><div id="vis"></div>')
     return AttentionView("head", "head_view.js", data, body,
                          _describe("head", run, layers, list(range(run.num_heads))), mode)
 

@@ -104,10 +104,10 @@ def neuron_view(model, tokenizer, text: str, text_pair: str | None = None, layer
     select = ""
     if run.sentence_b_start is not None:
         options = [("all", "All")] + sorted(zip(_NEURON_FILTER_KEYS, (n for n, _, _ in PAIR_FILTERS)))
-        select = ('<span class="dropdown-label"> Attention: </span><select id="filter">'
-                  + "".join(f'<option value="{k}">{html.escape(n)}</option>' for k, n in options) + "</select>")
-    body = ('<span style="user-select:none"><span class="dropdown-label">Layer: </span><select id="layer"></select>'
-            ' <span class="dropdown-label">Head: </span><select id="att_head"></select>'
+        select = ('<label><span class="dropdown-label"> Attention: </span><select id="filter">'
+                  + "".join(f'<option value="{k}">{html.escape(n)}</option>' for k, n in options) + "</select></label>")
+    body = ('<span style="user-select:none"><label><span class="dropdown-label">Layer: </span><select id="layer">'
+            '</select></label> <label><span class="dropdown-label">Head: </span><select id="att_head"></select></label>'
             f"{select}</span><div id=\"vis\"></div>")
     title = (f"Attention neuron view of {len(tokens)} tokens"
              f"{', a sentence pair' if run.sentence_b_start is not None else ''} "

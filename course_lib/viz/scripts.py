@@ -151,6 +151,24 @@ __JQUERY__
     });
   }
 
+  // The model view's grid of thumbnails (12 heads: about 970 px) is wider than a page's text column: its drawing
+  // is scaled down to the width of the view (never up), proportions kept, and again whenever it is redrawn.
+  function fitToWidth(root) {
+    function fit() {
+      root.querySelectorAll("#vis svg").forEach(function (svg) {
+        var w = +svg.getAttribute("width"), h = +svg.getAttribute("height");
+        if (!w || !h) return;
+        if (svg.getAttribute("viewBox") !== "0 0 " + w + " " + h) svg.setAttribute("viewBox", "0 0 " + w + " " + h);
+        svg.style.width = "100%";
+        svg.style.maxWidth = w + "px";
+        svg.style.height = "auto";
+      });
+    }
+    fit();
+    new MutationObserver(fit).observe(root, {childList: true, subtree: true, attributes: true,
+                                             attributeFilter: ["width", "height"]});
+  }
+
   var courseVizParams = JSON.parse(root.querySelector("script.course-viz-data").textContent);
   courseVizParams.root_div_id = root.id;
   addSlices(courseVizParams);
@@ -162,6 +180,7 @@ __BERTVIZ__
       var option = root.querySelectorAll("select#layer option")[i];
       if (option) option.textContent = label;
     });
+    if (root.getAttribute("data-view") === "model") fitToWidth(root);
     placeholder.parentNode.removeChild(placeholder);
   } catch (error) {
     placeholder.textContent = "The attention view could not be drawn: " + error;
