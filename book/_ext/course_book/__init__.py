@@ -1,5 +1,6 @@
 """Sphinx extension for the course website: folded solutions, speaker notes left out, MathJax served locally,
-optional includes, a report of anything a page would load from the web, and the instructor guide (a lesson index,
+optional includes, a report of anything a page would load from the web, accessibility repairs of the theme's
+controls (:mod:`.accessibility`), and the instructor guide (a lesson index,
 one guide page per lesson, the lecture and term plans).
 
 Loaded by Jupyter Book through `sphinx.local_extensions` in book/_config.yml (the package book/_ext/course_book).
@@ -31,6 +32,7 @@ from course_lib.publish.editions import (
     installed_mathjax,
 )
 
+from .accessibility import repair_pages
 from .guide_data import solution_anchor
 from .guide_pages import InstructorGuide, InstructorNotes, TeachingPlans
 
@@ -248,6 +250,7 @@ def setup(app: Sphinx) -> dict:
     app.connect("source-read", on_source_read)
     app.connect("build-finished", copy_mathjax)
     app.connect("build-finished", report_external_resources)
+    app.connect("build-finished", repair_pages)
     app.connect("html-page-context", drop_thebe_loader)
     app.connect("doctree-read", anchor_solutions)
     app.add_directive("include-if-present", IncludeIfPresent)
