@@ -173,3 +173,110 @@ def test_bad_inputs_get_errors_that_name_what_was_expected():
         split_heads(torch.zeros(2, 10), 2)
     with pytest.raises(ValueError, match=r"\(batch, heads, tokens, head_dim\), got \(2, 3, 4\)"):
         merge_heads(torch.zeros(2, 3, 4))
+
+
+# ------------------------------------------------------------------ the core exercise: masked multi-head attention
+def _mha_by_hand(x, attention_mask, weights, num_heads):  # einsum, the most negative float32 on padded keys
+    B, T, D = x.shape
+    d = D // num_heads
+    q, k, v = (torch.einsum("btd,ed->bte", x, weights[f"attention.self.{n}.weight"])
+               + weights[f"attention.self.{n}.bias"] for n in ("query", "key", "value"))
+    q, k, v = (t.reshape(B, T, num_heads, d) for t in (q, k, v))  # (B, T, H, d)
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / d ** 0.5  # (B, H, T, T)
+    scores = scores + (attention_mask[:, None, None, :] == 0) * torch.finfo(scores.dtype).min
+    return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(B, T, D)
+
+
+def _mha_sdpa(x, attention_mask, weights, num_heads):  # PyTorch's fused kernel with a boolean key mask
+    B, T, D = x.shape
+    q, k, v = (F.linear(x, weights[f"attention.self.{n}.weight"], weights[f"attention.self.{n}.bias"])
+               .view(B, T, num_heads, -1).transpose(1, 2) for n in ("query", "key", "value"))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask.bool()[:, None, None, :])
+    return out.transpose(1, 2).flatten(2)
+
+
+def _mha_old_bert(x, attention_mask, weights, num_heads):  # the -10000 of the first BERT code, per head in a loop
+    d = x.shape[-1] // num_heads
+    outputs = []
+    for h in range(num_heads):
+        rows = slice(h * d, (h + 1) * d)
+        q, k, v = (x @ weights[f"attention.self.{n}.weight"][rows].T + weights[f"attention.self.{n}.bias"][rows]
+                   for n in ("query", "key", "value"))
+        scores = q @ k.transpose(1, 2) / math.sqrt(d) + (1.0 - attention_mask[:, None, :].float()) * -10000.0
+        outputs.append(torch.softmax(scores, dim=-1) @ v)
+    return torch.cat(outputs, dim=-1)
+
+
+def test_masked_attention_written_three_other_ways_passes():
+    for answer in (_mha_by_hand, _mha_sdpa, _mha_old_bert):
+        result = check("02.masked_attention", answer)
+        assert result.passed, result.message
+
+
+def _mha_student(scale=None, mask_value=None, invert=False, softmax_dim=-1, value_name="value", merge="transpose",
+                 bias=True):
+    """Masked attention with one thing written differently, as a student might."""
+    def attend(x, attention_mask, weights, num_heads):
+        B, T, D = x.shape
+        d = D // num_heads
+        def proj(n):
+            y = x @ weights[f"attention.self.{n}.weight"].T
+            return (y + weights[f"attention.self.{n}.bias"] if bias else y).view(B, T, num_heads, d).transpose(1, 2)
+        q, k, v = proj("query"), proj("key"), proj(value_name)
+        scores = q @ k.transpose(-2, -1) * (scale(T, d) if scale else d ** -0.5)
+        blocked = (attention_mask == 1) if invert else (attention_mask == 0)
+        scores = scores.masked_fill(blocked[:, None, None, :], float("-inf") if mask_value is None else mask_value)
+        out = torch.softmax(scores, dim=softmax_dim) @ v  # (B, H, T, d)
+        return out.reshape(B, T, D) if merge == "reshape" else out.transpose(1, 2).reshape(B, T, D)
+    return attend
+
+
+WRONG += [
+    # scaled by the number of tokens instead of the head width
+    pytest.param("02.masked_attention", _mha_student(scale=lambda T, d: T ** -0.5),
+                 "text 0, token 0 (a real token), feature 0 (head 0) differs", id="scale-by-tokens"),
+    # the mask the wrong way round: the real tokens blocked, the padding kept
+    pytest.param("02.masked_attention", _mha_student(invert=True), "got nan", id="inverted-mask"),
+    # a finite penalty that is far too small to block anything
+    pytest.param("02.masked_attention", _mha_student(mask_value=-1.0),
+                 "second padded with 8 [PAD]: the output of text 1", id="weak-penalty"),
+    # the softmax over the queries
+    pytest.param("02.masked_attention", _mha_student(softmax_dim=-2), "differs: expected", id="softmax-over-queries"),
+    # the keys' projection used for the values too
+    pytest.param("02.masked_attention", _mha_student(value_name="key"), "differs: expected", id="keys-as-values"),
+    # heads merged by reshaping (B, H, T, d) directly
+    pytest.param("02.masked_attention", _mha_student(merge="reshape"), "feature 32 (head 1) differs",
+                 id="merge-no-transpose"),
+    # the projections' biases left out
+    pytest.param("02.masked_attention", _mha_student(bias=False), "differs: expected", id="no-bias"),
+    # stretch: the squared distance instead of the distance
+    pytest.param("02.distance_bias", lambda q, k, v, s: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=-s[:, None, None] * (torch.arange(q.shape[-2])[None] - torch.arange(q.shape[-2])[:, None])
+        .to(q.dtype) ** 2), "values differ", id="squared-distance"),
+    # stretch: the scores multiplied by the penalty instead of shifted by it
+    pytest.param("02.distance_bias", lambda q, k, v, s: torch.softmax(
+        q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) * (1 + s[:, None, None] * (
+            torch.arange(q.shape[-2])[None] - torch.arange(q.shape[-2])[:, None]).abs()), dim=-1) @ v,
+        "values differ", id="multiplied"),
+]
+
+
+def test_distance_bias_by_hand_with_einsum_passes():
+    def by_hand(q, k, v, slopes):
+        T = q.shape[-2]
+        i = torch.arange(T)
+        scores = torch.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(q.shape[-1])
+        scores = scores - slopes.view(-1, 1, 1) * (i.view(1, -1) - i.view(-1, 1)).abs()
+        return torch.einsum("bhts,bhsd->bhtd", scores.softmax(dim=-1), v)
+    assert check("02.distance_bias", by_hand).passed
+
+
+def test_masked_attention_reference_ignores_what_the_padding_holds():
+    from course_lib.checks.lesson02 import bert_self_attention, minilm_layer_cases
+    x, mask, weights, heads = minilm_layer_cases()[0].args
+    noisy = torch.where(mask.bool()[..., None], x, _randn(*x.shape, seed=9) * 5)  # garbage at the [PAD] positions
+    real = mask.bool()
+    torch.testing.assert_close(bert_self_attention(noisy, mask, weights, heads)[real],
+                               bert_self_attention(x, mask, weights, heads)[real])
+    unmasked = bert_self_attention(noisy, torch.ones_like(mask), weights, heads)[real]
+    assert (unmasked - bert_self_attention(x, mask, weights, heads)[real]).abs().max() > 1e-2
