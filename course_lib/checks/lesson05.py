@@ -298,8 +298,8 @@ register(Exercise("05.greedy_with_cache", "greedy generation with a KV cache", _
     ],
     compare=compare_exact_dtype,
     adapt=_with_call_log,  # compare the tokens and how many tokens each forward pass received
-    level="core",
-    minutes=15,
+    level="warm-up",
+    minutes=10,
     hints=(
         "One cache for the whole generation: the prompt goes through the model once, then each step feeds only "
         "the token just chosen, and the cache supplies the keys and values of everything before it.",
