@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sphinx.application import Sphinx
 
-SIDEBAR_TOGGLE = re.compile(r'(<a class="reference internal" href="[^"]*">(.*?)</a><details(?: open="open")?>)<summary>')
+SIDEBAR_TOGGLE = re.compile(r'(<a class="[^"]*reference internal" href="[^"]*">(.*?)</a><details(?: open="open")?>)<summary>')
 SEARCH_LABEL = re.compile(r'(<button class="[^"]*search-button__button[^"]*"[^>]*?) aria-label="Search"')
 THEME_ICON = re.compile(r'<i class="theme-switch (?![^"]*"[^>]*aria-hidden)')
 TOGGLE_LABEL = '<summary aria-label="Toggle hidden content">'
