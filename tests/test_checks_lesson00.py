@@ -8,7 +8,14 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from course_lib.checks import check
-from course_lib.checks.lesson00 import count_parameters, make_batch, predicted_labels, probabilities
+from course_lib.checks.lesson00 import (
+    classify_by_hand,
+    count_parameters,
+    length_sorted_batches,
+    make_batch,
+    predicted_labels,
+    probabilities,
+)
 
 
 def test_correct_answers_written_differently_also_pass():
@@ -27,6 +34,42 @@ def test_correct_answers_written_differently_also_pass():
         p.numel() for p in m.parameters() if p.requires_grad or not trainable_only)).passed
     assert check("00.parameters", lambda m, trainable_only=False: int(sum(
         np.prod(p.shape) for p in m.parameters() if p.requires_grad or not trainable_only))).passed
+
+
+def _classify_one_at_a_time(texts, tokenizer, model):
+    """No padding at all: one forward pass per text, as the pipeline itself does."""
+    model.eval()
+    results = []
+    for text in [texts] if isinstance(texts, str) else texts:
+        encoded = tokenizer(text, truncation=True, max_length=512, return_tensors="pt")
+        with torch.no_grad():
+            probs = model(**encoded).logits[0].softmax(dim=0)  # (C,)
+        best = int(probs.argmax())
+        results.append({"label": model.config.id2label[best], "score": float(probs[best])})
+    return results
+
+
+def _classify_with_log_softmax(texts, tokenizer, model):
+    texts = [texts] if isinstance(texts, str) else texts
+    model.train(False)
+    with torch.inference_mode():
+        batch = tokenizer(texts, padding="longest", truncation=True, return_tensors="pt")
+        log_probs = torch.log_softmax(model(**batch).logits, dim=1)  # (B, C)
+    best = log_probs.argmax(dim=1)
+    return [{"score": log_probs[row, c].exp().item(), "label": model.config.id2label[c.item()]}
+            for row, c in enumerate(best)]
+
+
+def test_right_answers_to_the_core_and_stretch_exercises_written_differently_pass():
+    assert check("00.classify", _classify_one_at_a_time).passed
+    assert check("00.classify", _classify_with_log_softmax).passed
+    # the tokens without [CLS] and [SEP]: every length shifts by 2, the order stays
+    assert check("00.sorted_batches", lambda texts, tok, size: [
+        order[i:i + size] for order in [sorted(range(len(texts)), key=lambda i: (len(tok.tokenize(texts[i])), i))]
+        for i in range(0, len(texts), size)]).passed
+    assert check("00.sorted_batches", lambda texts, tok, size: [
+        chunk.tolist() for chunk in np.array_split(np.argsort([len(ids) for ids in tok(texts)["input_ids"]],
+                                                              kind="stable"), range(size, len(texts), size))]).passed
 
 
 def _batch(sequences, pad_id=0):
@@ -55,9 +98,64 @@ def _padded_in_place(sequences, pad_id=0):
     return {"input_ids": torch.tensor(sequences), "attention_mask": (torch.tensor(sequences) != pad_id).long()}
 
 
+def _classify_wrong(label_only=False, dict_for_one=False, tensor_score=False, max_length=512, column=None,
+                    truncation=True):
+    """A batch pipeline by hand with one slip, as students write it."""
+    def classify(texts, tokenizer, model):
+        single = isinstance(texts, str)
+        model.eval()
+        batch = tokenizer([texts] if single else texts, padding=True, truncation=truncation,
+                          max_length=max_length if truncation else None, return_tensors="pt")
+        with torch.no_grad():
+            probs = torch.softmax(model(**batch).logits, dim=-1)  # (B, C)
+        scores, ids = probs.max(dim=-1)
+        if column is not None:
+            scores = probs[:, column]
+        results = [{"label": model.config.id2label[i], "score": s if tensor_score else s.item()}
+                   for s, i in zip(scores, ids.tolist())]
+        if label_only:
+            return [r["label"] for r in results]
+        return results[0] if single and dict_for_one else results
+    return classify
+
+
+def _batches_of_texts(texts, tokenizer, batch_size):
+    return [[texts[i] for i in batch] for batch in length_sorted_batches(texts, tokenizer, batch_size)]
+
+
+def _sorted_within_batches(texts, tokenizer, batch_size):
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+    return [sorted(range(s, min(s + batch_size, len(texts))), key=lambda i: lengths[i])
+            for s in range(0, len(texts), batch_size)]
+
+
+def _sorted_by_words(texts, tokenizer, batch_size):
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i].split()))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 # Wrong answers as other students would write them (none is a listed mistake); each must fail, and for the reason
 # it models: the fragment must be in the message.
 WRONG = [
+    # only the label names, no scores
+    pytest.param("00.classify", _classify_wrong(label_only=True), "expected a dict with keys ['label', 'score']",
+                 id="labels-only"),
+    # a single string answered with a bare dict (the pipeline returns a list of one)
+    pytest.param("00.classify", _classify_wrong(dict_for_one=True), "on a single string", id="dict-for-one"),
+    # the score left as a 0-d tensor
+    pytest.param("00.classify", _classify_wrong(tensor_score=True), "score", id="tensor-score"),
+    # truncated to the 64 tokens the model was fine-tuned with, not to the model's 512 positions
+    pytest.param("00.classify", _classify_wrong(max_length=64), "a review of 680 tokens", id="max-length-64"),
+    # the probability of 'fresh' as every text's score
+    pytest.param("00.classify", _classify_wrong(column=1), "item 1: score", id="fresh-column"),
+    # no truncation: the 680-token review does not fit the 512 position embeddings
+    pytest.param("00.classify", _classify_wrong(truncation=False), "your function raised", id="no-truncation"),
+    # sorted by words, not tokens
+    pytest.param("00.sorted_batches", _sorted_by_words, "20 validation reviews", id="by-words"),
+    # the texts themselves instead of their indices
+    pytest.param("00.sorted_batches", _batches_of_texts, "expected", id="texts"),
+    # batches cut in the original order, each sorted on its own
+    pytest.param("00.sorted_batches", _sorted_within_batches, "20 validation reviews", id="sorted-within"),
     # the mask compares ids with pad_id: a real token equal to the pad id gets 0
     pytest.param("00.batch", lambda s, pad_id=0: {**_batch(s, pad_id), "attention_mask": (
         _batch(s, pad_id)["input_ids"] != pad_id).long()}, "a real token equal to the pad id", id="mask-from-ids"),
@@ -181,3 +279,37 @@ def test_bad_inputs_get_errors_that_name_what_was_expected():
         probabilities(torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match=r"no name for class id\(s\) \[2\]"):
         predicted_labels(torch.tensor([[0.0, 0.0, 5.0]]), {0: "rotten", 1: "fresh"})
+
+
+@pytest.mark.slow
+def test_classify_reference_is_the_pipeline_and_equals_the_steps_by_hand():
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from course_lib.sentiment import load_sentiment_pipeline, sentiment_model_path
+
+    texts = ["A warm, funny and beautifully acted film.", "Overlong.", ""]
+    tokenizer = AutoTokenizer.from_pretrained(sentiment_model_path())
+    model = AutoModelForSequenceClassification.from_pretrained(sentiment_model_path())
+    expected = load_sentiment_pipeline()(texts)
+    got = classify_by_hand(texts, tokenizer, model)
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in expected], atol=1e-6)
+    assert _classify_one_at_a_time(texts, tokenizer, model) == got or all(
+        abs(a["score"] - b["score"]) < 1e-5 for a, b in zip(_classify_one_at_a_time(texts, tokenizer, model), got))
+
+
+def test_length_sorted_batches_cut_the_padding_of_real_reviews(tokenizer):
+    from course_lib.data import load_movie_reviews
+
+    texts = list(load_movie_reviews(profile="quick")["validation"]["text"][:64])
+    lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+
+    def padding(batches):
+        return sum(max(lengths[i] for i in batch) * len(batch) - sum(lengths[i] for i in batch) for batch in batches)
+
+    natural = [list(range(s, min(s + 8, 64))) for s in range(0, 64, 8)]
+    batches = length_sorted_batches(texts, tokenizer, 8)
+    assert sorted(i for batch in batches for i in batch) == list(range(64))
+    assert padding(batches) < padding(natural) / 3
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        length_sorted_batches(texts, tokenizer, 0)
