@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold, cross_val_score, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
 from course_lib.checks import check
+from course_lib.checks.lesson06_protocol import choose_threshold
+from course_lib.evaluation import bootstrap_interval
 from course_lib.checks.lesson06 import (
     balanced_class_weights,
     confusion_counts,
@@ -49,6 +57,62 @@ def test_correct_answers_written_differently_also_pass():
     assert check("06.minmax", minmax_with_epsilon).passed
     assert check("06.baseline", baseline_with_counter).passed
     assert check("06.confusion", confusion_with_loops).passed
+
+
+def _result(pooling, C, cv_accuracy, correct, seed):
+    interval = bootstrap_interval(np.asarray(correct, dtype=float), seed=seed)
+    return {"pooling": pooling, "C": float(C), "cv_accuracy": float(cv_accuracy),
+            "test_accuracy": float(np.mean(correct)), "test_interval": (interval.low, interval.high)}
+
+
+def protocol_with_grid_search(train, y_train, test, y_test, Cs, seed):
+    """scikit-learn's own tool: one GridSearchCV per pooling on the same folds; it refits the winner itself."""
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    best_search, best_pooling = None, None
+    for pooling, x in train.items():
+        search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                              {"logisticregression__C": list(Cs)}, cv=folds).fit(x, y_train)
+        if best_search is None or search.best_score_ > best_search.best_score_:
+            best_search, best_pooling = search, pooling
+    correct = best_search.predict(test[best_pooling]) == np.asarray(y_test)
+    return _result(best_pooling, best_search.best_params_["logisticregression__C"], best_search.best_score_, correct,
+                   seed)
+
+
+def protocol_by_hand(train, y_train, test, y_test, Cs, seed):
+    """Every fold written out, the scaler fitted by hand on each fold's training rows."""
+    y_train = np.asarray(y_train)
+    first = next(iter(train.values()))
+    splits = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=seed).split(first, y_train))
+    table = []
+    for pooling, x in train.items():
+        for C in Cs:
+            accuracies = []
+            for fit_rows, held_out in splits:
+                scaler = StandardScaler().fit(x[fit_rows])
+                model = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(x[fit_rows]), y_train[fit_rows])
+                accuracies.append(np.mean(model.predict(scaler.transform(x[held_out])) == y_train[held_out]))
+            table.append((np.mean(accuracies), pooling, C))
+    top = max(score for score, _, _ in table)
+    score, pooling, C = next(row for row in table if row[0] == top)  # the first of the best
+    scaler = StandardScaler().fit(train[pooling])
+    model = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(train[pooling]), y_train)
+    correct = model.predict(scaler.transform(test[pooling])) == np.asarray(y_test)
+    return _result(pooling, C, score, correct, seed)
+
+
+def threshold_vectorised(probabilities, y_true, positive, thresholds):
+    p = np.asarray(probabilities)
+    fallback = np.argmax(np.where(np.arange(p.shape[1]) == positive, -1.0, p), axis=1)
+    scores = [f1_score(y_true, np.where(p[:, positive] >= t, positive, fallback), average="macro") for t in thresholds]
+    best = int(np.argmax(scores))  # the first of the best
+    return {"threshold": float(thresholds[best]), "macro_f1": float(scores[best])}
+
+
+def test_evaluation_exercises_accept_answers_written_differently():
+    assert check("06.protocol", protocol_with_grid_search).passed
+    assert check("06.protocol", protocol_by_hand).passed
+    assert check("06.threshold", threshold_vectorised).passed
 
 
 def _majority_by_first_seen(train, test):
@@ -130,7 +194,133 @@ WRONG = [
     # a 1 set instead of added for each example
     pytest.param("06.confusion", lambda t, p, c: (confusion_counts(t, p, c) > 0).astype(np.int64), "values differ",
                  id="set-not-add"),
+    # GridSearchCV with cv=5: stratified, but never shuffled
+    pytest.param("06.protocol", lambda *a: _grid_search_with_plain_cv(*a), "not shuffled", id="cv-5-unshuffled"),
+    # every setting scored on the test split, the best one kept
+    pytest.param("06.protocol", lambda *a: _chosen_by_test_score(*a), "the choice differs", id="chosen-on-test"),
+    # shuffled folds that ignore the labels
+    pytest.param("06.protocol", lambda *a: _kfold_shuffled(*a), "KFold ignores the labels", id="kfold"),
+    # the model of the best fold kept, never refitted
+    pytest.param("06.protocol", lambda *a: _best_fold_model(*a), "test_accuracy (the chosen setting, refitted",
+                 id="best-fold-model"),
+    # standardised with training and test rows together, before the search
+    pytest.param("06.protocol", lambda *a: _scaled_with_test_rows(*a), "the scaler saw the test rows",
+                 id="scaler-on-all-rows"),
+    # the interval of the training rows' right/wrong
+    pytest.param("06.protocol", lambda *a: _interval_of_training_rows(*a), "TRAINING rows", id="bootstrap-train"),
+    # the grid search's best score reported as the test accuracy
+    pytest.param("06.protocol", lambda *a: _best_score_as_test(*a), "test_accuracy", id="cv-score-as-test"),
+    # accuracy in disguise: micro F1
+    pytest.param("06.threshold", lambda p, y, pos, ts: _threshold_scored(p, y, pos, ts, "micro"), "macro_f1",
+                 id="micro-f1"),
+    # a strict comparison with the threshold
+    pytest.param("06.threshold", lambda p, y, pos, ts: _threshold_scored(p, y, pos, ts, "macro", strict=True),
+                 "expected", id="strictly-above"),
+    # the last of equally good thresholds
+    pytest.param("06.threshold", lambda p, y, pos, ts: _threshold_scored(p, y, pos, ts, "macro", last=True),
+                 "threshold", id="last-of-ties"),
 ]
+
+
+def _search(x, y, Cs, cv):
+    return GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+                        {"logisticregression__C": list(Cs)}, cv=cv).fit(x, y)
+
+
+def _grid_search_with_plain_cv(train, y_train, test, y_test, Cs, seed):
+    searches = {pooling: _search(x, y_train, Cs, 5) for pooling, x in train.items()}
+    pooling = max(searches, key=lambda p: searches[p].best_score_)
+    correct = searches[pooling].predict(test[pooling]) == y_test
+    return _result(pooling, searches[pooling].best_params_["logisticregression__C"], searches[pooling].best_score_,
+                   correct, seed)
+
+
+def _model(C):
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+
+
+def _chosen_by_test_score(train, y_train, test, y_test, Cs, seed):
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    best = None
+    for pooling in train:
+        for C in Cs:
+            model = _model(C).fit(train[pooling], y_train)
+            test_score = model.score(test[pooling], y_test)
+            if best is None or test_score > best[0]:
+                cv = cross_val_score(_model(C), train[pooling], y_train, cv=folds).mean()
+                best = (test_score, pooling, C, cv, model)
+    _, pooling, C, cv, model = best
+    return _result(pooling, C, cv, model.predict(test[pooling]) == y_test, seed)
+
+
+def _kfold_shuffled(train, y_train, test, y_test, Cs, seed):
+    folds = KFold(n_splits=5, shuffle=True, random_state=seed)
+    scored = [(cross_val_score(_model(C), x, y_train, cv=folds).mean(), pooling, C)
+              for pooling, x in train.items() for C in Cs]
+    score, pooling, C = max(scored, key=lambda row: row[0])
+    model = _model(C).fit(train[pooling], y_train)
+    return _result(pooling, C, score, model.predict(test[pooling]) == y_test, seed)
+
+
+def _best_fold_model(train, y_train, test, y_test, Cs, seed):
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    best = None
+    for pooling, x in train.items():
+        for C in Cs:
+            run = cross_validate(_model(C), x, y_train, cv=folds, return_estimator=True)
+            if best is None or run["test_score"].mean() > best[0]:
+                best = (run["test_score"].mean(), pooling, C, run["estimator"][int(np.argmax(run["test_score"]))])
+    score, pooling, C, model = best
+    return _result(pooling, C, score, model.predict(test[pooling]) == y_test, seed)
+
+
+def _scaled_with_test_rows(train, y_train, test, y_test, Cs, seed):
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    best = None
+    for pooling in train:
+        scaler = StandardScaler().fit(np.concatenate([train[pooling], test[pooling]]))
+        x, x_test = scaler.transform(train[pooling]), scaler.transform(test[pooling])
+        for C in Cs:
+            score = cross_val_score(LogisticRegression(C=C, max_iter=2000), x, y_train, cv=folds).mean()
+            if best is None or score > best[0]:
+                best = (score, pooling, C, x, x_test)
+    score, pooling, C, x, x_test = best
+    model = LogisticRegression(C=C, max_iter=2000).fit(x, y_train)
+    return _result(pooling, C, score, model.predict(x_test) == y_test, seed)
+
+
+def _interval_of_training_rows(train, y_train, test, y_test, Cs, seed):
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    scored = [(cross_val_score(_model(C), x, y_train, cv=folds).mean(), pooling, C)
+              for pooling, x in train.items() for C in Cs]
+    score, pooling, C = max(scored, key=lambda row: row[0])
+    model = _model(C).fit(train[pooling], y_train)
+    result = _result(pooling, C, score, model.predict(test[pooling]) == y_test, seed)
+    interval = bootstrap_interval((model.predict(train[pooling]) == y_train).astype(float), seed=seed)
+    return result | {"test_interval": (interval.low, interval.high)}
+
+
+def _best_score_as_test(train, y_train, test, y_test, Cs, seed):
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
+    searches = {pooling: _search(x, y_train, Cs, folds) for pooling, x in train.items()}
+    pooling = max(searches, key=lambda p: searches[p].best_score_)
+    correct = searches[pooling].predict(test[pooling]) == y_test
+    result = _result(pooling, searches[pooling].best_params_["logisticregression__C"], searches[pooling].best_score_,
+                     correct, seed)
+    return result | {"test_accuracy": float(searches[pooling].best_score_)}
+
+
+def _threshold_scored(probabilities, y_true, positive, thresholds, average, strict=False, last=False):
+    p = np.asarray(probabilities)
+    others = p.copy()
+    others[:, positive] = -np.inf
+    best = None
+    for t in thresholds:
+        reaches = p[:, positive] > t if strict else p[:, positive] >= t
+        score = f1_score(y_true, np.where(reaches, positive, others.argmax(axis=1)), average=average)
+        if best is None or score > best[1] or (last and score == best[1]):
+            best = (float(t), float(score))
+    return {"threshold": best[0], "macro_f1": best[1]}
 
 
 

@@ -1,5 +1,6 @@
-"""Exercises of lesson 06 (features and UMAP): balanced class weights, min-max scaling, majority baseline,
-confusion counts."""
+"""Warm-up exercises of lesson 06 (features and UMAP): balanced class weights, min-max scaling, majority baseline,
+confusion counts. The core exercise (the evaluation protocol) and the stretch one (a decision threshold) are in
+:mod:`course_lib.checks.lesson06_protocol`."""
 from __future__ import annotations
 
 import numpy as np
@@ -43,7 +44,9 @@ def _counts(train_labels, num_classes):
 _TWEET_LIKE = torch.tensor([1, 0, 1, 2, 0, 0, 1, 0, 2, 1, 0, 1, 0, 2, 1, 0, 0, 1, 2, 0, 1, 1, 0, 0, 2, 1, 0, 1, 0, 2,
                             1, 0, 1, 1, 0, 2, 0, 1, 0, 0, 2, 1, 1, 0, 0, 1, 2, 1])  # 20 x 0, 19 x 1, 9 x 2
 
-register(Exercise("06.class_weights", "balanced class weights from the training labels", balanced_class_weights, cases=[
+register(Exercise("06.class_weights", "balanced class weights from the training labels", balanced_class_weights,
+    level="warm-up", minutes=10,
+    cases=[
         Case((_TWEET_LIKE, 3), label="48 training tweets: 20 negative, 19 neutral, 9 positive (a tensor)"),
         Case((np.array([2, 2, 1, 0, 2, 2, 1, 2, 2, 1]), 3),
              label="a NumPy array that starts with class 2, where class 0 occurs once"),
@@ -101,7 +104,9 @@ _RNG = np.random.default_rng(5)
 _WIDE = np.column_stack([_RNG.normal(0, 1, 6), _RNG.normal(40, 10, 6), _RNG.uniform(-5, -1, 6)])
 _CONSTANT = np.array([[0.2, 3.0, -1.0], [0.8, 3.0, 4.0], [0.5, 3.0, 1.5], [0.3, 3.0, 0.0]])
 
-register(Exercise("06.minmax", "min-max scaling per feature", min_max_scale, cases=[
+register(Exercise("06.minmax", "min-max scaling per feature", min_max_scale,
+    level="warm-up", minutes=10,
+    cases=[
         Case((_WIDE,), label="6 samples, 3 features on very different scales"),
         Case((_CONSTANT,), label="a feature that is the same for every sample"),
         Case((np.array([[1.0, -2.0], [3.0, 6.0]]),), label="2 samples, 2 features"),
@@ -147,7 +152,9 @@ def _scored_on_train(train_labels, test_labels):
     return majority_baseline_accuracy(train_labels, train_labels)
 
 
-register(Exercise("06.baseline", "accuracy of the most-frequent-class baseline", majority_baseline_accuracy, cases=[
+register(Exercise("06.baseline", "accuracy of the most-frequent-class baseline", majority_baseline_accuracy,
+    level="warm-up", minutes=5,
+    cases=[
         Case(([1] * 6 + [0] * 3 + [2], [0] * 5 + [1] * 3 + [2] * 2), label="3 classes, train and test disagree"),
         Case((np.array([0, 1, 1, 1, 0, 1, 1]), np.array([1, 0, 0, 1])), label="2 classes as numpy arrays"),
         Case(([2, 2, 0, 1, 2, 0, 2], [2, 1, 2, 2, 0]), label="the majority is the last class"),
@@ -199,7 +206,9 @@ def _confusion_sized_by_data(y_true, y_pred, num_classes):
     return confusion_counts(y_true, y_pred, seen)
 
 
-register(Exercise("06.confusion", "count a confusion matrix", confusion_counts, cases=[
+register(Exercise("06.confusion", "count a confusion matrix", confusion_counts,
+    level="warm-up", minutes=10,
+    cases=[
         Case(([0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 2, 2, 0, 2], 3), label="3 classes, 7 texts"),
         Case((np.array([1, 1, 0, 1]), np.array([1, 0, 0, 0]), 2), label="2 classes as numpy arrays"),
         Case(([0, 1, 0], [0, 1, 1], 3), label="3 classes, but class 2 never occurs"),
