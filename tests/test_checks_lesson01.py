@@ -1,15 +1,21 @@
 """Lesson 01 exercises: references agree with torch / transformers / tiktoken, and the checker explains mistakes."""
 from __future__ import annotations
 
+import unicodedata
+from collections import Counter
+
 import pytest
 import regex
 import torch
 import torch.nn.functional as F
 
-from course_lib.tokenization import GPT2_PATTERN, gpt2_encoding, gpt2_ranks
+from course_lib.tokenization import GPT2_PATTERN, gpt2_encoding, gpt2_ranks, normalize, pre_tokenize, train_bpe, wordpiece
+from course_lib.tokenization.bpe_training import learn_merges
+from course_lib.tokenization.wordpiece import is_punctuation
 from course_lib.checks import check, get_exercise
 from course_lib.checks.lesson01 import (  # _pieces: greedy WordPiece with a pluggable step, for wrong variants
     SMALL_VOCAB,
+    _encode_variant,
     _pieces,
     attention_mask_from_ids,
     bpe_merge,
@@ -50,6 +56,81 @@ def test_correct_answers_written_differently_also_pass():
     assert check("01.attention_mask", lambda ids, pad: (ids != pad).cumprod(dim=1)).passed  # right padding only
     assert check("01.char_one_hot", lambda text, vocab: torch.eye(len(vocab), dtype=torch.long)[
         [vocab.index(c) for c in text]].reshape(len(text), len(vocab))).passed
+
+
+def _encode_with_course_lib(text, vocab):
+    """The lesson's pieces from course_lib, put together."""
+    tokens = [piece for word in pre_tokenize(normalize(text)) for piece in wordpiece(word, vocab)]
+    return [vocab["[CLS]"], *(vocab[token] for token in tokens), vocab["[SEP]"]]
+
+
+def _encode_char_by_char(text, vocab):
+    """Normalizes with unicodedata.combining and splits with a loop over the characters."""
+    text = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if not unicodedata.combining(c))
+    words, current = [], ""
+    for char in text + " ":
+        if char.isspace() or is_punctuation(char):
+            words += [current] if current else []
+            words += [char] if is_punctuation(char) else []
+            current = ""
+        else:
+            current += char
+    ids = [vocab["[CLS]"]]
+    for word in words:
+        pieces, start = [], 0
+        while start < len(word) and len(word) <= 100:
+            end = len(word)
+            while end > start and (word[start:end] if start == 0 else "##" + word[start:end]) not in vocab:
+                end -= 1
+            if end == start:
+                break
+            pieces.append(word[start:end] if start == 0 else "##" + word[start:end])
+            start = end
+        ids += [vocab[p] for p in pieces] if start == len(word) else [vocab["[UNK]"]]
+    return ids + [vocab["[SEP]"]]
+
+
+def _merges_sorted(word_counts, num_merges):
+    words = [([bytes([b]) for b in word], count) for word, count in word_counts.items()]
+    merges = []
+    while len(merges) < num_merges:
+        pairs = Counter()
+        for tokens, count in words:
+            for i in range(len(tokens) - 1):
+                pairs[tokens[i], tokens[i + 1]] += count
+        if not pairs:
+            return merges
+        (a, b), _ = sorted(pairs.items(), key=lambda item: (-item[1], item[0]))[0]
+        merges.append((a, b))
+        words = [(bpe_merge(tokens, (a, b), a + b), count) for tokens, count in words]
+    return merges
+
+
+def test_right_answers_to_the_core_and_stretch_exercises_written_differently_pass():
+    assert check("01.encode", _encode_with_course_lib).passed
+    assert check("01.encode", _encode_char_by_char).passed
+    assert check("01.encode", _encode_variant).passed  # the variant with no step changed is right
+    assert check("01.bpe_train", _merges_sorted).passed
+
+
+def _encode_split_on_spaces(text, vocab):  # text.split(" "): a tab or a newline stays inside a word
+    words = [p for chunk in normalize(text).split(" ") for p in regex.split(r"([\p{P}$+<=>^`|~])", chunk) if p]
+    return [101] + [vocab[t] for w in words for t in wordpiece(w, vocab)] + [102]
+
+
+def _encode_word_regex(text, vocab):  # the word tokenizer's pattern of section 2: an emoji becomes a word of its own
+    words = regex.findall(r"\w+|[^\w\s]", normalize(text))
+    return [101] + [vocab[t] for w in words for t in wordpiece(w, vocab)] + [102]
+
+
+def _encode_ascii_ignore(text, vocab):  # accents removed by dropping every non-ASCII character
+    return _encode_with_course_lib(text.encode("ascii", "ignore").decode(), vocab)
+
+
+def _merges_stop_at_one(word_counts, num_merges):  # a pair seen once is not merged
+    merges = learn_merges(word_counts, num_merges)
+    counts = [sum(c for w, c in word_counts.items() if a + b in w) for a, b in merges]
+    return [m for m, c in zip(merges, counts) if c > 1]
 
 
 def _wordpiece_from_the_right(word, vocab):
@@ -126,6 +207,23 @@ def _merge_in_place(tokens, pair, new_token):
 # Wrong answers as other students would write them (none is a listed mistake); each must fail, and for the reason
 # it models: the fragment must be in the message.
 WRONG = [
+    # split on " " only
+    pytest.param("01.encode", _encode_split_on_spaces, "a tab and a newline", id="split-on-space"),
+    # the word pattern of section 2 instead of whitespace and punctuation
+    pytest.param("01.encode", _encode_word_regex, "a word with a character no piece covers", id="word-regex"),
+    # accents "stripped" by dropping non-ASCII characters
+    pytest.param("01.encode", _encode_ascii_ignore, "expected 7668 ('cafe')", id="ascii-ignore"),
+    # the tokens, not their ids
+    pytest.param("01.encode", lambda text, vocab: ["[CLS]"] + [t for w in pre_tokenize(normalize(text))
+                 for t in wordpiece(w, vocab)] + ["[SEP]"], "item 0", id="tokens"),
+    # a limit of 200 characters per word
+    pytest.param("01.encode", lambda text, vocab: [101] + [vocab[t] for w in pre_tokenize(normalize(text))
+                 for t in wordpiece(w, vocab, max_chars=200)] + [102], "101 characters", id="limit-200"),
+    # a pair seen only once is never merged
+    pytest.param("01.bpe_train", _merges_stop_at_one, "one possible", id="stop-at-one"),
+    # the merged tokens instead of the pairs
+    pytest.param("01.bpe_train", lambda counts, n: [a + b for a, b in learn_merges(counts, n)], "item 0",
+                 id="merged-bytes"),
     # ids from the alphabet (ord(c) - ord("a")) instead of the positions in the vocabulary
     pytest.param("01.char_one_hot", lambda text, vocab: F.one_hot(torch.tensor([ord(c) - 97 for c in text],
                  dtype=torch.long), len(vocab)), "a fine gem.", id="alphabet-ids"),
@@ -278,3 +376,23 @@ def test_bad_inputs_get_errors_that_name_what_was_expected():
         attention_mask_from_ids(torch.tensor([101, 7, 102, 0]), 0)
     with pytest.raises(ValueError, match=r"integer input_ids"):
         attention_mask_from_ids(torch.zeros(2, 3), 0)
+
+
+def test_learn_merges_equals_train_bpe_on_course_reviews(movie_reviews_full):
+    texts = list(movie_reviews_full["train"]["text"][:300])
+    counts = Counter(piece.encode("utf-8") for text in texts for piece in regex.findall(GPT2_PATTERN, text))
+    assert learn_merges(dict(counts), 60) == train_bpe(texts, vocab_size=256 + 60).merges
+    assert learn_merges({b"ab": 1}, 3) == [(b"a", b"b")]
+    with pytest.raises(ValueError, match="num_merges must be a non-negative integer"):
+        learn_merges({b"ab": 1}, -1)
+    with pytest.raises(TypeError, match="word_counts must be a dict"):
+        learn_merges({"ab": 1}, 2)
+
+
+def test_encode_cases_equal_the_real_tokenizer_and_the_course_tokenizer(tokenizer):
+    from course_lib.tokenization import WordPieceTokenizer
+
+    ours = WordPieceTokenizer.from_pretrained()
+    for case in get_exercise("01.encode").case_list():
+        text, vocab = case.args
+        assert tokenizer(text)["input_ids"] == ours.encode(text)["input_ids"] == _encode_variant(text, vocab), text

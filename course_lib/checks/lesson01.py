@@ -1,14 +1,22 @@
-"""Exercises of lesson 01 (tokenization): one-hot characters, greedy WordPiece, one BPE merge, attention masks."""
+"""Exercises of lesson 01 (tokenization): one-hot characters, greedy WordPiece, WordPiece ids of a sentence (core),
+one BPE merge, the BPE training loop (stretch), attention masks."""
 from __future__ import annotations
 
+import functools
+import unicodedata
+from collections import Counter
 from typing import Hashable, Sequence
+
+import regex
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from course_lib.checks import Case, Exercise, Mistake, register
+from course_lib.checks.compare import compare_outputs
 from course_lib.tokenization import merge_pair, one_hot, wordpiece
+from course_lib.tokenization.bpe_training import learn_merges as learn_bpe_merges
 
 
 # ----------------------------------------------------------------------------------------------- 01.char_one_hot
@@ -31,7 +39,10 @@ def _char_ids(text, vocab):
 _LETTERS = list("abcdefgh")
 _LOWER = list(" abcdefghijklmnopqrstuvwxyz.")
 
-register(Exercise("01.char_one_hot", "one-hot vectors for the characters of a text", char_one_hot, cases=[
+register(Exercise("01.char_one_hot", "one-hot vectors for the characters of a text", char_one_hot, level='warm-up', minutes=3,
+    hints=('look each character up in vocab (its position is its id), then F.one_hot with as many classes as the vocabulary has entries.',
+           'ids = torch.tensor([vocab.index(c) for c in text], dtype=torch.long); return F.one_hot(ids, num_classes=len(vocab))'),
+    cases=[
         Case(("abbacab", _LETTERS), label="'abbacab' with the vocabulary a..h (7 characters, 8 in the vocabulary)"),
         Case(("a fine gem.", _LOWER), label="'a fine gem.' with a vocabulary of space, a..z and '.'"),
         Case(("b", ["a", "b"]), label="one character, a vocabulary of two"),
@@ -103,7 +114,10 @@ SMALL_VOCAB = frozenset([
     "over", "long", "##lo", "##long", "movie", "go", "##go", "##er", "##ers", "watch", "able", "gem", "g", "ge",
 ])
 
-register(Exercise("01.greedy_wordpiece", "greedy longest-match-first WordPiece for one word", greedy_wordpiece, cases=[
+register(Exercise("01.greedy_wordpiece", "greedy longest-match-first WordPiece for one word", greedy_wordpiece, level='warm-up', minutes=10,
+    hints=("from each position, try the longest candidate first and shorten it until it is in vocab; pieces after the first carry '##'; if nothing fits, the whole word is ['[UNK]'].",
+           "for end in range(len(word), start, -1): piece = word[start:end] if start == 0 else '##' + word[start:end]; if piece in vocab: break (for/else: return ['[UNK]'])"),
+    cases=[
         Case(("unaffable", SMALL_VOCAB), label="'unaffable' with SMALL_VOCAB"),
         Case(("overlong", SMALL_VOCAB), label="'overlong' with SMALL_VOCAB"),
         Case(("moviegoers", SMALL_VOCAB), label="'moviegoers' with SMALL_VOCAB"),
@@ -159,7 +173,10 @@ def _merge_in_joined_string(tokens, pair, new_token):
     return joined.split(" ") if joined else []
 
 
-register(Exercise("01.bpe_merge", "apply one BPE merge to a list of tokens", bpe_merge, cases=[
+register(Exercise("01.bpe_merge", "apply one BPE merge to a list of tokens", bpe_merge, level='warm-up', minutes=5,
+    hints=('walk through the list with an index; where tokens[i] and tokens[i + 1] form the pair, emit new_token and jump two places, else emit tokens[i] and move one.',
+           'if i + 1 < len(tokens) and (tokens[i], tokens[i + 1]) == pair: merged.append(new_token); i += 2'),
+    cases=[
         Case((list("lowlower"), ("l", "o"), "lo"), label="'l o w l o w e r', merge ('l', 'o')"),
         Case((["a", "a", "a"], ("a", "a"), "aa"), label="overlapping pairs: 'a a a', merge ('a', 'a')"),
         Case((["se", "e", "d"], ("e", "e"), "ee"), label="'se e d', merge ('e', 'e'): no such pair of tokens"),
@@ -207,7 +224,10 @@ _GPT2_BATCH = torch.tensor([  # GPT-2 ids of three texts, padded with <|endoftex
     [1212, 318, 257, 3223, 11, 39679, 11, 3360, 8258, 1310, 16840, 13],
 ])
 
-register(Exercise("01.attention_mask", "attention mask from padded token ids", attention_mask_from_ids, cases=[
+register(Exercise("01.attention_mask", "attention mask from padded token ids", attention_mask_from_ids, level='warm-up', minutes=2,
+    hints=("a position is real when its id is not the pad id; the tokenizer's mask is integers, not booleans.",
+           'return (input_ids != pad_token_id).long()'),
+    cases=[
         Case((_MINILM_BATCH, 0), label="three texts padded with [PAD] (id 0)"),
         Case((_MINILM_BATCH[2:], 0), label="a single text without padding, shape (1, 13)"),
         Case((_GPT2_BATCH, 50256), label="GPT-2 ids padded with id 50256 (there, id 0 is the real token '!')"),
@@ -222,5 +242,155 @@ register(Exercise("01.attention_mask", "attention mask from padded token ids", a
         Mistake(lambda ids, pad: (ids != 0).long(),
                 "use the pad_token_id argument instead of 0: not every tokenizer pads with id 0 (GPT-2 style "
                 "tokenizers often pad with <|endoftext|>, id 50256, and use id 0 for '!')."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 01.encode (core)
+@functools.lru_cache(maxsize=1)
+def _real_tokenizer():
+    from course_lib.assets import load_tokenizer
+
+    return load_tokenizer()
+
+
+def encode_sentence(text: str, vocab: dict[str, int]) -> list[int]:
+    """The course encoder's ``input_ids`` for ``text``: the real fast tokenizer's answer (the check's reference).
+    ``vocab`` must be that tokenizer's vocabulary (token -> id)."""
+    tokenizer = _real_tokenizer()
+    if len(vocab) != tokenizer.vocab_size:
+        raise ValueError(f"expected the encoder's vocabulary of {tokenizer.vocab_size:,} tokens, got {len(vocab):,}")
+    return tokenizer(text)["input_ids"]
+
+
+_SYMBOLS = r"[\p{P}$+<=>^`|~]"  # Unicode punctuation and the ASCII symbols BERT splits off too
+
+
+def _encode_variant(text, vocab, *, strip_accents=True, lowercase=True, split=_SYMBOLS, specials=True,
+                    partial_unk=False, max_chars=100):
+    """The whole-sentence WordPiece encoder with one step changed (the wrong ways students take)."""
+    if strip_accents:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+    text = text.lower() if lowercase else text
+    words = [piece for chunk in text.split() for piece in regex.split(f"({split})", chunk) if piece]
+    tokens = []
+    for word in words:
+        pieces = wordpiece(word, vocab, max_chars=max_chars)
+        if partial_unk and pieces == ["[UNK]"] and len(word) <= max_chars:
+            pieces = _partial_pieces(word, vocab)
+        tokens += pieces
+    ids = [vocab[token] for token in tokens]
+    return [vocab["[CLS]"]] + ids + [vocab["[SEP]"]] if specials else ids
+
+
+def _encode_cases() -> list[Case]:
+    from course_lib.data import load_movie_reviews
+
+    vocab, reviews = _real_tokenizer().get_vocab(), load_movie_reviews(profile="quick")["validation"]["text"][:5]
+    texts = [
+        ("A warm, funny and beautifully acted film.", "a course review"),
+        ("Café Déjà Vu: NAÏVE, but it's charming!", "accents, capitals and punctuation"),
+        ("$100+ <3 ^_^ |pipe| ~tilde~", "ASCII symbols, which BERT splits off like punctuation"),
+        ("What a gem🙂 (really)", "a word with a character no piece covers"),
+        ("Unaffable! " + "x" * 101, "a word of 101 characters (longer than the limit of 100)"),
+        ("", "an empty text"),
+        ("It's 1968 — and the U.S. is on fire…", "a dash, dots and an ellipsis"),
+        ("tab\tand\nnewline", "a tab and a newline"),
+    ] + [(review, f"validation review {i}") for i, review in enumerate(reviews)]
+    return [Case((text, vocab), label=f"{label}: {text[:40]!r}{'...' if len(text) > 40 else ''}")
+            for text, label in texts]
+
+
+def _compare_ids(got, expected) -> str | None:
+    """Like compare_outputs, and for two lists of ids it names the first position that differs, with its tokens."""
+    problem = compare_outputs(got, expected)
+    if problem is None or not isinstance(got, list) or not all(isinstance(i, int) for i in got):
+        return problem
+    at = next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e), min(len(got), len(expected)))
+    name = _real_tokenizer().convert_ids_to_tokens
+    want = f"{expected[at]} ({name(expected[at])!r})" if at < len(expected) else "the end of the list"
+    have = f"{got[at]} ({name(got[at])!r})" if at < len(got) else "the end of the list"
+    return f"first difference at position {at}: expected {want}, got {have}; {problem}"
+
+
+register(Exercise("01.encode", "WordPiece ids of a whole sentence", encode_sentence, cases=_encode_cases,
+    compare=_compare_ids, level="core", minutes=30,
+    hints=("four steps, each shown in section 3: normalize (NFD, drop the combining marks of category 'Mn', lower "
+           "case); pre-tokenize (split on whitespace, then cut off every punctuation character and the ASCII "
+           "symbols $+<=>^`|~); WordPiece each word (a word over 100 characters is '[UNK]'); ids with [CLS] "
+           "first and [SEP] last.",
+           "words = [p for chunk in text.split() for p in regex.split(r'([\\p{P}$+<=>^`|~])', chunk) if p]; "
+           "tokens = [t for w in words for t in (['[UNK]'] if len(w) > 100 else greedy_wordpiece(w, vocab))]; "
+           "return [vocab['[CLS]']] + [vocab[t] for t in tokens] + [vocab['[SEP]']]"),
+    mistakes=[
+        Mistake(functools.partial(_encode_variant, specials=False),
+                "a model input starts with [CLS] (id 101) and ends with [SEP] (id 102), even for an empty text."),
+        Mistake(functools.partial(_encode_variant, lowercase=False),
+                "the encoder is uncased: lower-case the text; 'A' is not in the vocabulary and became [UNK]."),
+        Mistake(functools.partial(_encode_variant, split=r"[^\w\s]{0}(?!)"),
+                "split punctuation off the words: 'film.' is two words, 'film' and '.', before WordPiece."),
+        Mistake(functools.partial(_encode_variant, strip_accents=False),
+                "strip the accents: unicodedata.normalize('NFD', text) splits 'é' into 'e' and a combining mark "
+                "(category 'Mn'); drop the marks."),
+        Mistake(functools.partial(_encode_variant, split=r"\p{P}"),
+                "BERT also splits off the ASCII symbols that Unicode does not call punctuation: $ + < = > ^ ` | ~."),
+        Mistake(functools.partial(_encode_variant, partial_unk=True),
+                "when no piece fits somewhere in a word, the whole word is one [UNK]: drop the pieces found before."),
+        Mistake(functools.partial(_encode_variant, max_chars=10**9),
+                "a word longer than 100 characters is [UNK] without trying pieces (the tokenizer's "
+                "max_input_chars_per_word)."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 01.bpe_train (stretch)
+def _merges_by(choose, weighted=True, recount=True):
+    def learn(word_counts, num_merges):
+        words, merges, pairs = {word: [bytes([b]) for b in word] for word in word_counts}, [], None
+        for _ in range(num_merges):
+            if recount or pairs is None:
+                pairs = Counter()
+                for word, tokens in words.items():
+                    for pair in zip(tokens, tokens[1:]):
+                        pairs[pair] += word_counts[word] if weighted else 1
+            pairs = Counter({p: c for p, c in pairs.items() if p not in merges})
+            if not pairs:
+                break
+            best = choose(pairs)
+            merges.append(best)
+            words = {word: merge_pair(tokens, best, best[0] + best[1]) for word, tokens in words.items()}
+        return merges
+    return learn
+
+
+def _bpe_cases() -> list[Case]:
+    from course_lib.data import load_movie_reviews
+    from course_lib.tokenization import GPT2_PATTERN
+
+    counts = Counter(piece.encode("utf-8") for text in load_movie_reviews(profile="quick")["train"]["text"][:200]
+                     for piece in regex.findall(GPT2_PATTERN, text))
+    return [
+        Case(({b"gem": 4, b"gems": 3, b"agent": 5, b"gentle": 2}, 6),
+             label="{b'gem': 4, b'gems': 3, b'agent': 5, b'gentle': 2}, 6 merges"),
+        Case(({b" the": 3, b" then": 1, b" hen": 2, b" ten": 2}, 5), label="words with leading spaces, 5 merges "
+             "(ties between pairs of equal count)"),
+        Case(({b"ab": 1}, 4), label="{b'ab': 1}, 4 merges asked, one possible"),
+        Case((dict(counts), 40), label="200 training reviews split with GPT-2's pattern, 40 merges")]
+
+
+register(Exercise("01.bpe_train", "the BPE training loop", learn_bpe_merges, cases=_bpe_cases, level="stretch",
+    minutes=25,
+    hints=("each round: count the neighbouring pairs of every word, weighted by the word's count; take the most "
+           "frequent pair (ties: the smallest pair, comparing bytes); merge it in every word; repeat.",
+           "best = min(pairs, key=lambda p: (-pairs[p], p)); merges.append(best); words = {w: bpe_merge(t, best, "
+           "best[0] + best[1]) for w, t in words.items()}"),
+    mistakes=[
+        Mistake(_merges_by(lambda pairs: min(pairs, key=lambda p: (-pairs[p], p)), weighted=False),
+                "weight each pair by how often its word occurs in the corpus (word_counts[word]), not by 1."),
+        Mistake(_merges_by(lambda pairs: max(pairs, key=pairs.get)),
+                "on a tie, take the pair whose bytes sort first (min over (-count, pair)); max(pairs, key=pairs.get) "
+                "takes whichever tie it meets first."),
+        Mistake(_merges_by(lambda pairs: min(pairs, key=lambda p: (-pairs[p], p)), recount=False),
+                "count the pairs again after every merge: a merge creates new pairs and removes old ones."),
     ],
 ))

@@ -89,3 +89,29 @@ def train_bpe(corpus: Iterable[str], vocab_size: int, pattern: str = GPT2_PATTER
             if pair_counts[p] > 0:
                 heapq.heappush(heap, entry(p))
     return ByteLevelBPE(ranks, pattern, merges=merges)
+
+
+def learn_merges(word_counts: dict[bytes, int], num_merges: int) -> list[tuple[bytes, bytes]]:
+    """The first ``num_merges`` BPE merges learned from ``word_counts`` (word as UTF-8 bytes -> count): each round,
+    count every pair of neighbouring tokens weighted by the word's count, merge the most frequent pair (ties: the
+    pair whose bytes sort first) in every word; stop early when no pair is left. Equal to ``train_bpe``'s merges.
+
+    The plain loop, recounting every pair each round: what ``train_bpe`` does, without its bookkeeping.
+    """
+    if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
+        raise ValueError(f"num_merges must be a non-negative integer, got {num_merges!r}")
+    if not isinstance(word_counts, dict) or not all(isinstance(word, bytes) for word in word_counts):
+        raise TypeError("word_counts must be a dict of words as UTF-8 bytes -> count, e.g. {b' the': 12}")
+    words = {word: [bytes([b]) for b in word] for word in word_counts}  # word -> its tokens, single bytes first
+    merges: list[tuple[bytes, bytes]] = []
+    for _ in range(num_merges):
+        pairs: Counter[tuple[bytes, bytes]] = Counter()
+        for word, tokens in words.items():
+            for pair in zip(tokens, tokens[1:]):
+                pairs[pair] += word_counts[word]
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))  # most frequent; ties: bytes sort first
+        merges.append(best)
+        words = {word: merge_pair(tokens, best, best[0] + best[1]) for word, tokens in words.items()}  # a, b -> ab
+    return merges
