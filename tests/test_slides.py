@@ -155,7 +155,7 @@ def test_plot_styling_is_folded_before_the_lines_that_compute(tmp_path):
 
 def test_long_text_output_is_cut_with_a_marker(deck):
     output = next(o for o in deck.select("div.jp-OutputArea-output") if "row 0" in text(o))
-    assert "row 11" in text(output) and "row 39" not in text(output)
+    assert "row 9" in text(output) and "row 10" not in text(output) and "row 39" not in text(output)
     assert "more lines" in text(output)
 
 

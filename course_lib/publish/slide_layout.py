@@ -15,6 +15,8 @@ import struct
 
 from nbconvert.preprocessors import Preprocessor
 
+from course_lib.publish import slide_fit
+from course_lib.publish.slide_fit import fold_code
 from course_lib.publish.slides import (
     BREAK_TAG,
     HEADING,
@@ -113,8 +115,26 @@ def _png_size(data: str) -> tuple[int, int] | None:
     return struct.unpack(">II", raw[16:24])
 
 
+def _mono_rows(text: str, g: Geometry, px: float) -> int:
+    """Rows a block of monospace text takes on the slide, its long lines wrapped."""
+    cpl = max(20, int((g.content_width - g.mono_padding) / (px * g.mono_em_per_char)))
+    return sum(max(1, math.ceil(len(part.expandtabs(4)) / cpl)) for part in text.rstrip("\n").split("\n"))
+
+
+def _table_height(html_text: str, g: Geometry) -> float:
+    """A table's rows, each as tall as its longest cell wraps to (columns share the width evenly)."""
+    height = 0.0
+    for row in re.findall(r"<tr.*?</tr>", html_text, flags=re.S):
+        cells = [re.sub(r"<[^>]+>|&\w+;", "x", c).strip() for c in re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", row, re.S)]
+        if not cells:
+            continue
+        cpl = max(4, int(g.content_width / len(cells) / (g.output_px * g.text_em_per_char)) - 1)
+        lines = max(max(1, math.ceil(len(c) / cpl)) for c in cells)
+        height += g.table_row_px + (lines - 1) * g.output_px * 1.25
+    return height
+
+
 def output_height(output, g: Geometry) -> float:
-    out_cpl = g.chars_per_line(g.output_px, g.mono_em_per_char)
     line = g.output_px * g.output_line
     kind = output.get("output_type")
     if kind == "stream":
@@ -123,28 +143,30 @@ def output_height(output, g: Geometry) -> float:
         text = "\n".join(output.get("traceback", []))
     else:
         data = output.get("data", {})
+        if "course_shown" in output.get("metadata", {}):
+            return output["metadata"]["course_shown"] + g.block_gap_px
         if "image/png" in data:
             size = _png_size(data["image/png"])
+            meta = output.setdefault("metadata", {})
             if size is None:
                 return g.image_max_px + g.block_gap_px
             width, height = size
-            return min(g.image_max_px, height * min(1.0, g.content_width / width)) + g.block_gap_px
+            packed = meta.get("course_packed") or min(g.image_min_px, height * g.content_width / width)
+            meta["course_size"], meta["course_packed"] = [width, height], packed
+            return packed + g.block_gap_px
         if "text/html" in data:
             html_text = data["text/html"]
             if "slides-view-note" in html_text:
                 return 2 * g.text_px * g.text_line * 1.0 + 2 * g.block_gap_px
-            rows = html_text.count("<tr")
-            if rows:
-                return rows * g.table_row_px + 2 * g.block_gap_px
+            if "<tr" in html_text:
+                return _table_height(html_text, g) + 2 * g.block_gap_px
             return markdown_height(re.sub(r"<[^>]+>", " ", html_text), g)
         text = data.get("text/plain", "")
-    rows = sum(max(1, math.ceil(len(part) / out_cpl)) for part in text.rstrip("\n").split("\n"))
-    return rows * line + 2 * 8 + g.block_gap_px
+    return _mono_rows(text, g, g.output_px) * line + 2 * 6 + g.block_gap_px
 
 
 def input_height(source: str, g: Geometry) -> float:
-    rows = source.rstrip("\n").count("\n") + 1
-    return rows * g.code_px * g.code_line + 2 * 9 + g.block_gap_px
+    return _mono_rows(source, g, g.code_px) * g.code_px * g.code_line + 2 * 6 + g.block_gap_px
 
 
 def cell_height(cell, g: Geometry) -> float:
@@ -163,40 +185,6 @@ def cell_height(cell, g: Geometry) -> float:
             height += g.text_px * 1.5  # the fold's summary line
     height += sum(output_height(output, g) for output in cell.get("outputs", []))
     return height
-
-
-# ----------------------------------------------------------------------------------------------- code folds
-PLOT_STYLING = re.compile(
-    r"^\s*(ax\w*|axes\[[^\]]*\]|left|right|fig|plt|cbar|label)\.(set_\w+|legend|tick_params|grid|axis|"
-    r"axhline|axvline|spines|suptitle|colorbar|set)\b|^\s*plt\.(show|tight_layout|xlabel|ylabel|title|legend)\b|"
-    r"^\s*for label in .*get_\w+labels")
-
-
-def fold_code(source: str, shown: int) -> dict | None:
-    """The lines a long cell shows on a slide, or None if it fits: plot styling and blank lines are left out
-    first, then the cell is cut; each gap is marked with a comment saying how many lines it hides."""
-    lines = source.rstrip("\n").split("\n")
-    if len(lines) <= shown + 1:  # hiding a single line would cost as much room as the marker
-        return None
-    keep = [bool(line.strip()) and not PLOT_STYLING.search(line) for line in lines]
-    if sum(keep) > shown - 1:
-        budget, count = shown - 1, 0  # one line for the marker of the cut
-        for i, kept in enumerate(keep):
-            if kept:
-                count += 1
-                keep[i] = count <= budget
-    visible, hidden = [], 0
-    for line, kept in zip(lines, keep):
-        if kept:
-            if hidden:
-                visible.append(f"# ⋯ {hidden} line{'s' if hidden > 1 else ''} folded")
-                hidden = 0
-            visible.append(line)
-        elif line.strip():
-            hidden += 1
-    if hidden:
-        visible.append(f"# ⋯ {hidden} more line{'s' if hidden > 1 else ''}: open the fold below")
-    return {"shown": "\n".join(visible), "total": len(lines)}
 
 
 # ----------------------------------------------------------------------------------------------- layout
@@ -245,6 +233,15 @@ def _split_code(cell, g: Geometry) -> list:
     return pieces
 
 
+def _is_heading_only(cell) -> bool:
+    """A markdown cell that is nothing but headings."""
+    return cell.cell_type == "markdown" and all(HEADING.match(line) for line in cell.source.strip().splitlines())
+
+
+def _words(cell) -> int:
+    return slide_fit.words(cell.source) if cell.cell_type == "markdown" else 0
+
+
 def _heading_level(cell) -> int:
     if cell.cell_type != "markdown":
         return 0
@@ -270,17 +267,25 @@ class SlideLayoutPreprocessor(Preprocessor):
                 cell.metadata["slideshow"] = {"slide_type": "notes"}
                 cells.append(cell)
                 continue
-            if cell.cell_type == "code" and KEEP_TAG not in tags:
-                fold = fold_code(cell.source, g.code_lines_shown)
-                if fold:
-                    _slides(cell)["fold"] = fold
-            if cell.cell_type == "markdown" and KEEP_TAG not in tags:
-                cells.extend(_split_markdown(cell, g))
-            elif cell.cell_type == "code" and KEEP_TAG not in tags:
-                cells.extend(_split_code(cell, g))
+            if KEEP_TAG in tags:
+                cells.append(cell)
+            elif cell.cell_type == "code":
+                for part in slide_fit.reduce_checks(cell):
+                    if NOTES_TAG in _tags(part):
+                        cells.append(part)
+                        continue
+                    fold = fold_code(part.source, g.code_lines_shown)
+                    if fold:
+                        _slides(part)["fold"] = fold
+                    for piece in slide_fit.split_full_output(part, g.output_lines_shown):
+                        cells.extend(_split_code(piece, g))
+            elif cell.cell_type == "markdown":
+                for part in slide_fit.split_prose(cell, markdown_blocks(cell.source)):
+                    cells.extend([part] if NOTES_TAG in _tags(part) else _split_markdown(part, g))
             else:
                 cells.append(cell)
         self._assign(cells, g)
+        slide_fit.grow_images(slide_fit.subslides(cells), g, lambda c: cell_height(c, g))
         self._pace(cells, resources.get("course_slides", {}).get("timings") or {})
         nb.cells = self._attach_notes(cells)
         return nb, resources
@@ -317,7 +322,7 @@ class SlideLayoutPreprocessor(Preprocessor):
             return "slide"
         if level >= 3 or BREAK_TAG in _tags(cell) or _slides(cell).get("role") == "solution-header":
             return "subslide"
-        if _slides(cell).get("continued") and cell.cell_type == "markdown":
+        if _slides(cell).get("own_slide") or (_slides(cell).get("continued") and cell.cell_type == "markdown"):
             return "subslide"
         return None
 
@@ -334,33 +339,38 @@ class SlideLayoutPreprocessor(Preprocessor):
         if current:
             units.append(current)
 
-        used = None  # height filled on the current sub-slide; None before the first
+        used, said, bare = None, 0, False  # height and words on the current sub-slide; True while only headings
         for unit in units:
             visible = [c for c in unit if NOTES_TAG not in _tags(c)]
             if not visible:
                 continue
             forced = self._starts_subslide(visible[0])
             height = sum(cell_height(c, g) for c in visible)
+            count = sum(_words(c) for c in visible)
             if used is None or forced == "slide":
                 kind = "slide"
-            elif forced or used + height > g.budget:
+            elif bare:
+                kind = None  # a heading is never alone on its sub-slide: what follows joins it
+            elif forced or used + height > g.budget or said + count > slide_fit.SLIDE_MAX_WORDS:
                 kind = "subslide"
             else:
                 kind = None  # the unit continues the current sub-slide
             if kind:
-                used = 0.0
+                used, said = 0.0, 0
             for position, cell in enumerate(visible):
-                h = cell_height(cell, g)
-                if position == 0 and kind:
+                h, w = cell_height(cell, g), _words(cell)
+                opens = position == 0 and kind
+                if opens:
                     cell_type = kind
-                elif used > 0 and used + h > g.budget:
-                    cell_type, used = "subslide", 0.0  # no room left under the explanation
+                elif used > 0 and not bare and (used + h > g.budget or said + w > slide_fit.SLIDE_MAX_WORDS):
+                    cell_type, used, said, opens = "subslide", 0.0, 0, True  # no room left under the explanation
                 elif cell.cell_type == "code" or position == 0:
                     cell_type = "fragment" if used > 0 else "-"
                 else:
                     cell_type = "-"
                 cell.metadata["slideshow"] = {"slide_type": cell_type}
-                used += h
+                used, said = used + h, said + w
+                bare = _is_heading_only(cell) and (bool(opens) or bare)
 
     @staticmethod
     def _attach_notes(cells) -> list:

@@ -62,17 +62,19 @@ class Geometry:
     h1_px: int = 40
     h2_px: int = 32
     h3_px: int = 27
-    code_px: int = 16
-    code_line: float = 1.3
-    output_px: int = 15
-    output_line: float = 1.3
-    mono_em_per_char: float = 0.65
-    image_max_px: int = 340
-    table_row_px: int = 27
+    code_px: int = 22  # code and outputs: read from the back of a lecture hall
+    code_line: float = 1.25
+    output_px: int = 22
+    output_line: float = 1.25
+    mono_em_per_char: float = 0.62  # DejaVu Sans Mono and Menlo: 0.60
+    mono_padding: int = 24  # left and right padding of a code or output block, together
+    image_min_px: int = 300  # the height a figure is packed at, before it grows into its sub-slide's free height
+    image_max_px: int = 660
+    table_row_px: int = 34
     math_block_px: int = 64
     block_gap_px: int = 14  # space between paragraphs, between a code cell and its output, ...
     code_lines_shown: int = 12  # a longer cell shows this many lines and folds the whole cell
-    output_lines_shown: int = 12  # a longer text output is cut to this many lines
+    output_lines_shown: int = 10  # a longer text output is cut to this many lines (unless slide-full-output)
     fill: float = 0.93  # share of the slide height the packing fills (the rest absorbs estimation errors)
 
     @property
@@ -84,14 +86,28 @@ class Geometry:
 
 
 def css_variables(geometry: Geometry) -> str:
-    """The geometry as CSS custom properties, read by ``static/course_slides.css``."""
+    """The geometry as CSS custom properties, read by ``static/course_slides.css``, and the rules that keep code,
+    outputs and tables inside the slide's width: long lines wrap (the packing counts the wrapped rows)."""
     g = geometry
     values = {"text": g.text_px, "text-line": g.text_line, "h1": g.h1_px, "h2": g.h2_px, "h3": g.h3_px,
               "code": g.code_px, "code-line": g.code_line, "output": g.output_px, "output-line": g.output_line,
               "image-max": g.image_max_px, "gap": g.block_gap_px}
     body = "; ".join(f"--slides-{name}: {value}{'px' if isinstance(value, int) else ''}"
                      for name, value in values.items())
-    return f":root {{ {body}; }}"
+    pad = g.mono_padding // 2
+    wrap = "white-space: pre-wrap; overflow-wrap: anywhere; word-break: normal"
+    rules = [
+        f".reveal .slides .jp-InputArea-editor pre, .reveal .slides .jp-OutputArea-output pre "
+        f"{{ {wrap}; padding: 6px {pad}px; overflow: visible; box-sizing: border-box; max-width: 100%; }}",
+        ".reveal .slides .jp-InputArea-editor, .reveal .slides .jp-OutputArea, .reveal .slides .jp-Cell, "
+        ".reveal .slides .jp-OutputArea-output { max-width: 100%; min-width: 0; overflow: visible; }",
+        ".reveal .slides .jp-OutputArea-output table { font-size: var(--slides-output); max-width: 100%; "
+        "table-layout: auto; }",
+        ".reveal .slides .jp-OutputArea-output td, .reveal .slides .jp-OutputArea-output th "
+        "{ white-space: normal; overflow-wrap: anywhere; line-height: 1.25; padding: 2px 6px; }",
+        ".reveal .slides .jp-RenderedMarkdown pre { " + wrap + "; }",
+    ]
+    return f":root {{ {body}; }}\n" + "\n".join(rules)
 
 
 def _tags(cell) -> set[str]:
@@ -148,6 +164,7 @@ class SlideOutputsPreprocessor(Preprocessor):
         if cell.cell_type != "code" or KEEP_TAG in _tags(cell):
             return cell, resources
         lines_shown = resources.get("course_slides", {}).get("output_lines_shown", Geometry.output_lines_shown)
+        whole = "slide-full-output" in _tags(cell)
         kept = []
         for output in cell.get("outputs", []):
             kind = output.get("output_type")
@@ -158,7 +175,7 @@ class SlideOutputsPreprocessor(Preprocessor):
                 if not text.strip():
                     continue
                 output = copy.deepcopy(output)
-                output["text"] = _cut_lines(text, lines_shown)
+                output["text"] = text if whole else _cut_lines(text, lines_shown)
             elif kind in ("display_data", "execute_result"):
                 data = output.get("data", {})
                 if WIDGET_VIEW in data:
@@ -174,7 +191,8 @@ class SlideOutputsPreprocessor(Preprocessor):
                 elif "text/plain" in data and not set(data) & {"text/html", "image/png", "image/svg+xml",
                                                                "image/jpeg", "text/latex", "text/markdown"}:
                     output = copy.deepcopy(output)
-                    output["data"]["text/plain"] = _cut_lines(data["text/plain"], lines_shown)
+                    output["data"]["text/plain"] = data["text/plain"] if whole else _cut_lines(data["text/plain"],
+                                                                                          lines_shown)
             elif kind == "error":
                 output = copy.deepcopy(output)
                 output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
