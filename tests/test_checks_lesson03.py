@@ -224,3 +224,115 @@ def test_bad_inputs_get_errors_that_name_what_was_expected():
         feed_forward(x, torch.ones(16, 4), torch.ones(16), torch.ones(16, 4), torch.ones(4))
     with pytest.raises(ValueError, match=r"input's shape \(2, 3, 4\), got \(2, 3, 8\)"):
         post_ln_block(x, nn.Linear(4, 8), nn.LayerNorm(4))
+
+
+# ------------------------------------------------------------------ the core exercise: a whole encoder layer
+def _layer_with_modules(x, attention_mask, weights, num_heads):
+    """Right, with PyTorch modules: nn.MultiheadAttention for the attention, nn.LayerNorm, nn.Sequential."""
+    D = x.shape[-1]
+    mha = nn.MultiheadAttention(D, num_heads, batch_first=True).eval()
+    mha.load_state_dict({
+        "in_proj_weight": torch.cat([weights[f"attention.self.{n}.weight"] for n in ("query", "key", "value")]),
+        "in_proj_bias": torch.cat([weights[f"attention.self.{n}.bias"] for n in ("query", "key", "value")]),
+        "out_proj.weight": weights["attention.output.dense.weight"], "out_proj.bias": weights["attention.output.dense.bias"]})
+    norms = []
+    for prefix in ("attention.output.LayerNorm", "output.LayerNorm"):
+        norm = nn.LayerNorm(D, eps=1e-12)
+        norm.load_state_dict({"weight": weights[f"{prefix}.weight"], "bias": weights[f"{prefix}.bias"]})
+        norms.append(norm)
+    inner = weights["intermediate.dense.weight"].shape[0]
+    ffn = nn.Sequential(nn.Linear(D, inner), nn.GELU(), nn.Linear(inner, D))
+    ffn.load_state_dict({"0.weight": weights["intermediate.dense.weight"], "0.bias": weights["intermediate.dense.bias"],
+                         "2.weight": weights["output.dense.weight"], "2.bias": weights["output.dense.bias"]})
+    with torch.no_grad():
+        attended, _ = mha(x, x, x, key_padding_mask=attention_mask == 0, need_weights=False)
+        h = norms[0](x + attended)
+        return norms[1](h + ffn(h))
+
+
+def _layer_by_hand(x, attention_mask, w, num_heads, act=None, eps=1e-12, mask_value=None, norm_over=-1,
+                   residual_scale=1.0, skip_output_projection=False):
+    """Right by default, with einsum and a LayerNorm written out; one argument changes one thing, as a student might."""
+    B, T, D = x.shape
+    d = D // num_heads
+
+    def ln(t, prefix):
+        mean, var = t.mean(norm_over, keepdim=True), t.var(norm_over, keepdim=True, unbiased=False)
+        return (t - mean) / torch.sqrt(var + eps) * w[f"{prefix}.weight"] + w[f"{prefix}.bias"]
+
+    q, k, v = (torch.einsum("btd,ed->bte", x, w[f"attention.self.{n}.weight"]) + w[f"attention.self.{n}.bias"]
+               for n in ("query", "key", "value"))
+    q, k, v = (t.view(B, T, num_heads, d) for t in (q, k, v))
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(d)
+    fill = torch.finfo(x.dtype).min if mask_value is None else mask_value
+    scores = scores.masked_fill(attention_mask[:, None, None, :] == 0, fill)
+    merged = torch.einsum("bhqk,bkhd->bqhd", scores.softmax(-1), v).reshape(B, T, D)
+    attended = merged if skip_output_projection else \
+        merged @ w["attention.output.dense.weight"].T + w["attention.output.dense.bias"]
+    h = ln(residual_scale * x + attended, "attention.output.LayerNorm")
+    inner = h @ w["intermediate.dense.weight"].T + w["intermediate.dense.bias"]
+    inner = act(inner) if act else 0.5 * inner * (1 + torch.erf(inner / math.sqrt(2)))  # exact GELU
+    return ln(residual_scale * h + inner @ w["output.dense.weight"].T + w["output.dense.bias"], "output.LayerNorm")
+
+
+def test_encoder_layer_written_two_other_ways_passes():
+    for answer in (_layer_with_modules, _layer_by_hand):
+        result = check("03.encoder_layer", answer)
+        assert result.passed, result.message
+
+
+def test_pre_ln_layer_written_with_modules_passes():
+    def pre_ln(x, attention_mask, w, num_heads):
+        D = x.shape[-1]
+        ln1, ln2 = (lambda t, p=p: F.layer_norm(t, (D,), w[f"{p}.weight"], w[f"{p}.bias"], 1e-12)
+                    for p in ("attention.output.LayerNorm", "output.LayerNorm"))
+        mha = nn.MultiheadAttention(D, num_heads, batch_first=True).eval()
+        with torch.no_grad():
+            mha.in_proj_weight.copy_(torch.cat([w[f"attention.self.{n}.weight"] for n in ("query", "key", "value")]))
+            mha.in_proj_bias.copy_(torch.cat([w[f"attention.self.{n}.bias"] for n in ("query", "key", "value")]))
+            mha.out_proj.weight.copy_(w["attention.output.dense.weight"])
+            mha.out_proj.bias.copy_(w["attention.output.dense.bias"])
+            y = ln1(x)
+            h = x + mha(y, y, y, key_padding_mask=attention_mask == 0)[0]
+            ffn = F.linear(F.gelu(F.linear(ln2(h), w["intermediate.dense.weight"], w["intermediate.dense.bias"])),
+                           w["output.dense.weight"], w["output.dense.bias"])
+        return h + ffn
+    result = check("03.pre_ln_layer", pre_ln)
+    assert result.passed, result.message
+
+
+def test_encoder_layer_reference_is_the_real_encoders_next_hidden_state(tokenizer, hf_encoder):
+    from course_lib.checks.lesson03 import bert_layer
+    batch = tokenizer(["A warm, funny and beautifully acted film.", "The jokes never land."], padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        states = hf_encoder(**batch, output_hidden_states=True).hidden_states
+    for k in (0, 4):
+        got = bert_layer(states[k], batch["attention_mask"], hf_encoder.encoder.layer[k].state_dict(), 12)
+        torch.testing.assert_close(got, states[k + 1], atol=1e-5, rtol=1e-4)
+
+
+WRONG += [
+    # the sigmoid approximation of GELU, x * sigmoid(1.702 x)
+    pytest.param("03.encoder_layer", lambda *a: _layer_by_hand(*a, act=lambda t: t * torch.sigmoid(1.702 * t)),
+                 "the output of text 0, token 0 (a real token), feature", id="sigmoid-gelu"),
+    # LayerNorm statistics over the tokens instead of the features
+    pytest.param("03.encoder_layer", lambda *a: _layer_by_hand(*a, norm_over=1), "differs: expected",
+                 id="norm-over-tokens"),
+    # a weak finite penalty instead of blocking the padded keys
+    pytest.param("03.encoder_layer", lambda *a: _layer_by_hand(*a, mask_value=-2.0),
+                 "second padded with 8 [PAD]: the output of text 1", id="weak-mask"),
+    # the residual doubled (x added twice: once in the sum, once by a helper)
+    pytest.param("03.encoder_layer", lambda *a: _layer_by_hand(*a, residual_scale=2.0), "differs: expected",
+                 id="residual-twice"),
+    # the attention's output projection left out
+    pytest.param("03.encoder_layer", lambda *a: _layer_by_hand(*a, skip_output_projection=True), "differs: expected",
+                 id="no-output-projection"),
+    # stretch: the residuals left out altogether (each block just normalises its sub-layer's output)
+    pytest.param("03.pre_ln_layer", lambda x, m, w, h: _layer_by_hand(x, m, w, h, residual_scale=0.0),
+                 "differs: expected", id="pre-ln-no-residual"),
+    # stretch: the input normalised once up front, then the layer's changes added to the raw input
+    pytest.param("03.pre_ln_layer", lambda x, m, w, h: (lambda y: x + (_layer_by_hand(y, m, w, h) - y))(
+        F.layer_norm(x, x.shape[-1:], w["attention.output.LayerNorm.weight"], w["attention.output.LayerNorm.bias"],
+                     1e-12)), "differs: expected", id="pre-ln-odd"),
+]

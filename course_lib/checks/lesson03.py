@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.checks import Case, Exercise, Mistake, randn, register
+from course_lib.checks.lesson02 import additive_key_mask, at_real_tokens, bert_module, compare_token_outputs, \
+    minilm_layer_cases
 from course_lib.encoder import sinusoidal_positions
 
 
@@ -43,7 +45,7 @@ def _ffn_case(tokens: tuple[int, ...], dim: int, inner: int, seed: int) -> tuple
     return x, w1, randn(inner, seed=seed + 3, scale=0.5), w2, randn(dim, seed=seed + 4, scale=0.5)
 
 
-register(Exercise("03.feed_forward", "the position-wise feed-forward network", feed_forward, cases=[
+register(Exercise("03.feed_forward", "the position-wise feed-forward network", feed_forward, minutes=8, cases=[
         Case(_ffn_case((2, 5), 8, 32, seed=0), label="a batch of 2 texts x 5 tokens, D=8, I=32"),
         Case(_ffn_case((3,), 4, 16, seed=10), label="3 tokens without a batch dimension, D=4, I=16"),
         Case(_ffn_case((1, 7), 6, 24, seed=20), label="a single text of 7 tokens, D=6, I=24"),
@@ -97,7 +99,9 @@ def _ln_over(dim: int, unbiased: bool = False, eps_inside: bool = True, affine: 
     return wrong
 
 
-register(Exercise("03.layer_norm", "LayerNorm by hand", layer_norm, cases=[
+register(Exercise("03.layer_norm", "LayerNorm by hand", layer_norm, minutes=10,
+    hints=("One mean and one variance per token, over the last dimension; the biased variance; eps inside the root.",
+           "var = x.var(dim=-1, keepdim=True, unbiased=False)"), cases=[
         _ln_case((2, 4, 8), seed=0, label="a batch of 2 texts x 4 tokens, D=8"),
         _ln_case((3, 6), seed=5, scale=0.5, shift=-2.0, label="3 token vectors of size 6, no batch dimension"),
         _ln_case((1, 3, 5), seed=9, eps=1e-12, label="a single text, BERT's eps=1e-12"),
@@ -157,7 +161,7 @@ def _block_modules() -> dict[str, nn.Module]:
 
 _B = _block_modules()
 
-register(Exercise("03.post_ln_block", "a residual connection with post-LN", post_ln_block, cases=[
+register(Exercise("03.post_ln_block", "a residual connection with post-LN", post_ln_block, minutes=3, cases=[
         Case((randn(2, 3, 6, seed=30), _B["linear"], _B["norm6"]), label="a linear sublayer, D=6"),
         Case((randn(1, 4, 8, seed=31, scale=2.0), _B["ffn"], _B["norm8"]), label="a feed-forward sublayer, D=8"),
         Case((randn(2, 2, 6, seed=32), _B["doubled"], _B["norm6"]), label="the sublayer 2x + 0.5"),
@@ -192,7 +196,9 @@ def _sinusoidal_wrong(layout: str = "interleaved", exponent: str = "2i/d", first
     return wrong
 
 
-register(Exercise("03.sinusoidal", "sinusoidal position encodings", sinusoidal_positions, cases=[
+register(Exercise("03.sinusoidal", "sinusoidal position encodings", sinusoidal_positions, minutes=12,
+    hints=("Angles p / base^(2i/dim) for every position p and pair i, a (P, dim/2) table; sin in even columns.",
+           "table[:, 0::2], table[:, 1::2] = torch.sin(angle), torch.cos(angle)"), cases=[
         Case((6, 8), label="6 positions, dim 8"),
         Case((50, 16), label="50 positions, dim 16"),
         Case((12, 6), {"base": 100.0}, label="12 positions, dim 6, base 100"),
@@ -210,5 +216,122 @@ register(Exercise("03.sinusoidal", "sinusoidal position encodings", sinusoidal_p
         Mistake(_sinusoidal_wrong(first="cos"),
                 "even columns hold the sine and odd columns the cosine; at position 0 the row is "
                 "0, 1, 0, 1, ..."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 03.encoder_layer
+# The core exercise: one whole BERT layer from a real MiniLM layer's state dict, compared with transformers' own
+# BertLayer (eager) at the real tokens of padded batches (the cases and helpers are lesson 02's).
+def bert_layer(x: Tensor, attention_mask: Tensor, weights: dict, num_heads: int) -> Tensor:
+    """The reference: transformers' BertLayer holding ``weights``, on x (B, T, D) with the (B, T) 0/1 mask."""
+    with torch.no_grad():
+        out = bert_module("layer", weights, num_heads)(x, attention_mask=additive_key_mask(attention_mask))
+    return out[0] if isinstance(out, tuple) else out  # (B, T, D)
+
+
+def _layer_variant(order="post", residuals=(True, True), act="gelu", eps=1e-12, second_residual="h", mask=True,
+                   final_norm=False, swap_norms=False):
+    """A by-hand encoder layer with one thing changed; every wrong answer below is one of these."""
+    def layer(x, attention_mask, w, num_heads):
+        def linear(name, t):
+            return t @ w[f"{name}.weight"].T + w[f"{name}.bias"]
+
+        def norm(name, t):
+            return F.layer_norm(t, t.shape[-1:], w[f"{name}.LayerNorm.weight"], w[f"{name}.LayerNorm.bias"], eps)
+        norm1, norm2 = ("output", "attention.output") if swap_norms else ("attention.output", "output")
+
+        def attend(t):  # (B, T, D) -> (B, T, D), output projection included
+            B, T, D = t.shape
+            q, k, v = (linear(f"attention.self.{n}", t).view(B, T, num_heads, -1).transpose(1, 2)
+                       for n in ("query", "key", "value"))
+            keep = attention_mask.bool()[:, None, None, :] if mask else None
+            merged = F.scaled_dot_product_attention(q, k, v, attn_mask=keep).transpose(1, 2).reshape(B, T, D)
+            return linear("attention.output.dense", merged)
+
+        def ffn(t):
+            inner = linear("intermediate.dense", t)
+            inner = F.relu(inner) if act == "relu" else F.gelu(inner, approximate="tanh" if act == "tanh" else "none")
+            return linear("output.dense", inner)
+        if order == "pre":
+            h = x + attend(norm(norm1, x))
+            out = h + ffn(norm(norm2, h))
+            return norm(norm2, out) if final_norm else out
+        h = norm(norm1, (x if residuals[0] else 0) + attend(x))
+        base = h if second_residual == "h" else x
+        return norm(norm2, (base if residuals[1] else 0) + ffn(h))
+    return layer
+
+
+register(Exercise(
+    "03.encoder_layer", "one whole encoder layer on a real MiniLM layer", bert_layer, cases=minilm_layer_cases,
+    adapt=at_real_tokens, compare=lambda got, expected: compare_token_outputs(got, expected, heads=False),
+    level="core", minutes=40,
+    hints=("Two post-LN blocks in a row: h = LayerNorm1(x + W_O(attention(x))), then out = LayerNorm2(h + "
+           "FFN(h)), FFN = dense 384 -> 1536, exact GELU, dense 1536 -> 384; eps 1e-12, the padded keys masked.",
+           "h = F.layer_norm(x + attended, (D,), weights['attention.output.LayerNorm.weight'], "
+           "weights['attention.output.LayerNorm.bias'], eps=1e-12)"),
+    mistakes=[
+        Mistake(_layer_variant(order="pre"),
+                "that is pre-LN, x + sublayer(norm(x)); BERT is post-LN: add the sublayer's output to its input, "
+                "then normalise the sum, norm(x + sublayer(x)), for the attention and for the feed-forward."),
+        Mistake(_layer_variant(residuals=(False, True)),
+                "the first residual is missing: LayerNorm1 gets x + the attention's projected output, not the "
+                "attention output alone."),
+        Mistake(_layer_variant(residuals=(True, False)),
+                "the second residual is missing: LayerNorm2 gets h + FFN(h), where h is the first block's output."),
+        Mistake(_layer_variant(second_residual="x"),
+                "the second residual adds the first block's *output* h, not the layer's input x: "
+                "out = norm2(h + FFN(h))."),
+        Mistake(_layer_variant(act="relu"),
+                "BERT's feed-forward uses GELU (hidden_act='gelu'), not ReLU: F.gelu between the two dense layers."),
+        Mistake(_layer_variant(act="tanh"),
+                "that is GELU's tanh approximation; BERT's 'gelu' is the exact erf form: F.gelu(h) as it is."),
+        Mistake(_layer_variant(eps=1e-5),
+                "BERT's LayerNorms use eps = 1e-12 (config.layer_norm_eps); F.layer_norm's usual 1e-5 changes the "
+                "output where a token's variance is small."),
+        Mistake(_layer_variant(mask=False),
+                "the real tokens attend to the padding: block the padded keys (attention_mask == 0) in the scores "
+                "before the softmax, (B, T) -> (B, 1, 1, T)."),
+    ],
+))
+
+
+# ----------------------------------------------------------------------------------------------- 03.pre_ln_layer
+# Stretch: the same weights in a pre-LN layer. The reference is PyTorch's nn.TransformerEncoderLayer(norm_first=True)
+# holding them (its in_proj stacks query, key, value; its norm1/norm2 are BERT's two LayerNorms, now before each
+# sub-layer).
+def torch_pre_ln_layer(x: Tensor, attention_mask: Tensor, weights: dict, num_heads: int) -> Tensor:
+    D, inner = x.shape[-1], weights["intermediate.dense.weight"].shape[0]
+    layer = nn.TransformerEncoderLayer(D, num_heads, inner, dropout=0.0, activation="gelu", layer_norm_eps=1e-12,
+                                       batch_first=True, norm_first=True).eval()
+    names = {"self_attn.in_proj_weight": [f"attention.self.{n}.weight" for n in ("query", "key", "value")],
+             "self_attn.in_proj_bias": [f"attention.self.{n}.bias" for n in ("query", "key", "value")],
+             "self_attn.out_proj.weight": ["attention.output.dense.weight"],
+             "self_attn.out_proj.bias": ["attention.output.dense.bias"],
+             "linear1.weight": ["intermediate.dense.weight"], "linear1.bias": ["intermediate.dense.bias"],
+             "linear2.weight": ["output.dense.weight"], "linear2.bias": ["output.dense.bias"],
+             "norm1.weight": ["attention.output.LayerNorm.weight"], "norm1.bias": ["attention.output.LayerNorm.bias"],
+             "norm2.weight": ["output.LayerNorm.weight"], "norm2.bias": ["output.LayerNorm.bias"]}
+    layer.load_state_dict({ours: torch.cat([weights[n] for n in theirs]) for ours, theirs in names.items()})
+    with torch.no_grad():  # (B, T, D); src_key_padding_mask is True where a key is padding
+        return layer(x, src_key_padding_mask=attention_mask == 0)
+
+
+register(Exercise(
+    "03.pre_ln_layer", "the same layer, pre-LN", torch_pre_ln_layer, cases=minilm_layer_cases,
+    adapt=at_real_tokens, compare=lambda got, expected: compare_token_outputs(got, expected, heads=False),
+    level="stretch", minutes=15,
+    hints=("Move each LayerNorm in front of its sub-layer and leave the residual path alone.",
+           "h = x + attend(norm1(x)); return h + ffn(norm2(h))"),
+    mistakes=[
+        Mistake(bert_layer, "that is the post-LN layer of the core exercise; pre-LN normalises each sub-layer's "
+                            "input: h = x + attention(norm1(x)), out = h + FFN(norm2(h))."),
+        Mistake(_layer_variant(order="pre", final_norm=True),
+                "no LayerNorm after the second residual: in pre-LN a single final norm comes after the last layer "
+                "of the stack, not inside each layer."),
+        Mistake(_layer_variant(order="pre", swap_norms=True),
+                "the attention's LayerNorm (attention.output.LayerNorm) goes before the attention and the "
+                "feed-forward's (output.LayerNorm) before the feed-forward."),
     ],
 ))
