@@ -263,3 +263,108 @@ def test_section_budgets_are_read_from_the_instructor_notes(tmp_path):
     notes.write_text("09_demo.ipynb: [unclosed", encoding="utf-8")
     with pytest.raises(editions.EditionError, match="not valid YAML"):
         editions.section_budgets(notes)
+
+
+# ----------------------------------------------------------------------------------------------- read from a lecture hall
+def png(width: int, height: int) -> str:
+    """A valid grey PNG of the given size, base64-encoded as notebooks store it."""
+    import base64
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows))
+    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b"")).decode()
+
+
+def sub_slides(deck: BeautifulSoup) -> list:
+    return [sub for stack in columns(deck) for sub in stack]
+
+
+def notes_of(node) -> str:
+    return " ".join(text(a) for a in node.select("aside.notes"))
+
+
+def test_code_and_outputs_are_22_px_and_long_lines_wrap():
+    css = slides.css_variables(slides.Geometry())
+    assert "--slides-code: 22px" in css and "--slides-output: 22px" in css
+    assert "pre-wrap" in css and "overflow-wrap: anywhere" in css
+
+
+def test_a_check_cell_shows_its_verdict_and_its_asserts_go_to_the_notes(tmp_path):
+    verdict = "checked: the loss falls below 2.5"
+    cells = [new_markdown_cell("## 1. Training"),
+             new_code_cell("loss = 2.1\nprint(loss)\nassert loss < 2.5  # the claim", outputs=[stream("2.1\n")]),
+             new_markdown_cell("The claim, checked."),
+             new_code_cell(f"assert loss < 2.5\nprint({verdict!r})", metadata={"tags": ["check"]},
+                           outputs=[stream(verdict + "\n")])]
+    deck = build(tmp_path, cells)
+    shown = " ".join(visible_text(sub) for sub in sub_slides(deck))
+    assert "assert" not in shown and "loss = 2.1" in shown and verdict in shown
+    said = " ".join(notes_of(sub) for sub in sub_slides(deck))
+    assert "assert loss < 2.5 # the claim" in said and "The check behind this verdict" in said
+    cell = deck.select_one(".celltag_slide-verdict")
+    assert cell is not None and not cell.select(".jp-InputArea") and verdict in text(cell)
+
+
+def test_exercise_check_calls_keep_their_code(deck):
+    assert any("check(" in raw(c) for c in deck.select(".celltag_check .jp-InputArea"))
+
+
+def test_long_prose_shows_about_100_words_and_the_rest_is_in_the_speaker_notes(tmp_path):
+    paragraphs = [f"Paragraph {i} says " + "something worth saying aloud " * 9 + "." for i in range(6)]
+    cells = [new_markdown_cell("## 1. Prose\n\n" + "\n\n".join(paragraphs)),
+             new_markdown_cell("A list to show:\n\n" + "\n".join(f"- point {i} " + "with words " * 8 for i in range(12)))]
+    deck = build(tmp_path, cells)
+    for sub in sub_slides(deck):
+        assert len(visible_text(sub).split()) <= 125, visible_text(sub)[:80]
+    first = sub_slides(deck)[0]
+    assert "Paragraph 0" in visible_text(first) and "Paragraph 5" not in visible_text(first)
+    assert "Paragraph 5" in notes_of(first)  # said on the slide whose prose it continues
+    shown = " ".join(visible_text(sub) for sub in sub_slides(deck))
+    assert all(f"point {i} " in shown for i in range(12))  # a list stays on the slides, over several
+    assert "A list to show:" in shown
+
+
+def test_a_long_sentence_is_cut_at_a_sentence_or_semicolon(tmp_path):
+    sentence = "; ".join(f"clause {i} " + "runs on and on " * 5 for i in range(10)) + "."
+    deck = build(tmp_path, [new_markdown_cell("## 1. One sentence\n\n" + sentence)])
+    first = sub_slides(deck)[0]
+    assert "clause 0" in visible_text(first) and "clause 9" not in visible_text(first)
+    assert "clause 9" in notes_of(first)
+
+
+def test_a_heading_is_never_alone_on_its_slide(tmp_path):
+    tall = "\n".join(f"row_{i} = {i}" for i in range(11))
+    cells = [new_markdown_cell("## 1. Section"), new_markdown_cell("### Part A"),
+             new_code_cell(tall, outputs=[stream("".join(f"out {i}\n" for i in range(10)))]),
+             new_markdown_cell("## 2. Next"), new_code_cell("x = 1", outputs=[stream("1\n")])]
+    for sub in sub_slides(build(tmp_path, cells)):
+        words = visible_text(sub).split()
+        heads = " ".join(h.get_text(" ", strip=True) for h in sub.select("h1, h2, h3"))
+        assert len(words) > len(heads.split()), f"a slide with only {heads!r}"
+
+
+def test_full_output_tag_shows_the_whole_output_over_sub_slides(tmp_path):
+    sample = "".join(f"sample line {i}\n" for i in range(35))
+    cells = [new_markdown_cell("## 1. Samples"),
+             new_code_cell("print(generate())", metadata={"tags": ["slide-full-output"]}, outputs=[stream(sample)]),
+             new_markdown_cell("## 2. Cut"), new_code_cell("print(generate())", outputs=[stream(sample)])]
+    stacks = columns(build(tmp_path, cells))
+    whole = " ".join(visible_text(sub) for sub in stacks[0])
+    assert all(f"sample line {i} " in whole + " " for i in range(35)) and "more lines" not in whole
+    assert len(stacks[0]) >= 3  # 35 lines of 22 px do not fit on one slide
+    assert "more lines" in " ".join(visible_text(sub) for sub in stacks[1])
+
+
+def test_a_figure_grows_into_the_free_height_of_its_slide(tmp_path):
+    g = slides.Geometry()
+    figure = new_output("display_data", data={"image/png": png(800, 400), "text/plain": "<Figure>"})
+    cells = [new_markdown_cell("## 1. A plot\n\nLook."), new_code_cell("plot()", outputs=[figure])]
+    img = build(tmp_path, cells).select_one(".jp-OutputArea-output img")
+    height = int(re.search(r"height: (\d+)px", img["style"]).group(1))
+    assert g.image_min_px < height <= g.content_width * 400 / 800  # grown, no wider than the slide
+    assert img["src"].startswith("data:image/png;base64,")

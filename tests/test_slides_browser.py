@@ -1,9 +1,13 @@
 """Every lesson's lecture deck in a real browser (Debian's Chromium, headless, one browser for all decks) at
 1280x720, with every request outside the deck's folder aborted: reveal.js starts and shows the lesson's title;
-no slide's content is taller than the slide once reveal.js has laid it out and MathJax has typeset it; no
+no slide's content is taller than the slide once reveal.js has laid it out and MathJax has typeset it; the room
+can read every slide (code and outputs at 22 px or more, no more than about 120 words of prose, no `assert` code,
+no slide holding only a heading, no line running past the right edge, figures as tall as their slide allows, check
+cells shown as their verdict with the check in the speaker notes, outputs tagged slide-full-output never cut); no
 solution is on screen before its exercise's stub and check; every ## section of a lesson whose notes are written
 (teaching_status.py) has speaker notes; the arrow keys move through the deck to its last slide; nothing is
-fetched from the web and no script error happens."""
+fetched from the web and no script error happens. Each deck is measured slide by slide once (AUDIT_SLIDES), and
+the tests read that one measurement."""
 from __future__ import annotations
 
 import re
@@ -24,18 +28,61 @@ TIMEOUT_MS = 60_000
 MAX_KEY_PRESSES = 600
 MATH = re.compile(r"\$\$|(?<!\\)\$[^\s$][^$\n]*\$")  # display math, or inline $...$ (code spans taken out first)
 
-# Every leaf slide, shown with all its fragments: its content height against the slide's height.
-MEASURE_SLIDES = """() => {
+MIN_MONO_PX = 22  # code and outputs
+MAX_WORDS = 125  # prose (markdown) on one slide: "about 120"
+FREE_BELOW_FIGURE_PX = 240  # a figure narrower than the slide leaves no more than this empty below it
+
+# Every leaf slide, shown with all its fragments: its content height, the font sizes of its code and outputs, its words
+# of prose, the `assert` lines its code shows, the blocks that run past its right edge (and how many of their lines),
+# the outputs cut with "more lines", whether it holds only headings, its figures, its verdicts and its speaker notes.
+AUDIT_SLIDES = """() => {
   const out = [];
+  const canvas = document.createElement('canvas').getContext('2d');
+  const words = (s) => (s.match(/[A-Za-z0-9][\\w'’.-]*/g) || []).length;
+  const visible = (el) => el.offsetParent !== null && !el.closest('aside.notes') && !el.closest('details:not([open])');
   Reveal.getHorizontalSlides().forEach((column, h) => {
     const stack = column.querySelectorAll(':scope > section');
     for (let v = 0; v < Math.max(stack.length, 1); v++) {
       Reveal.slide(h, v, 10000);
       const slide = Reveal.getCurrentSlide();
-      out.push({h, v, height: slide.scrollHeight, start: slide.innerText.trim().slice(0, 60)});
+      const box = slide.getBoundingClientRect();
+      const scale = box.width / slide.offsetWidth || 1;
+      const mono = [...slide.querySelectorAll('.jp-InputArea-editor pre, .jp-OutputArea-output pre, .jp-OutputArea-output table')]
+        .filter(visible);
+      const sizes = mono.map((el) => parseFloat(getComputedStyle(el).fontSize));
+      let prose = 0;
+      slide.querySelectorAll('.jp-RenderedMarkdown').forEach((md) => { if (visible(md)) prose += words(md.innerText); });
+      const code = mono.filter((el) => el.closest('.jp-InputArea-editor')).map((el) => el.innerText).join('\\n');
+      const asserts = code.split('\\n').filter((line) => /^\\s*assert\\b/.test(line)).length;
+      let clippedLines = 0;
+      const clipped = [];
+      [...slide.querySelectorAll('pre, table, .jp-RenderedMarkdown p, .jp-RenderedMarkdown li')].filter(visible).forEach((el) => {
+        const r = el.getBoundingClientRect();
+        const past = r.right > box.right + 2;
+        if (!past && !(/^(PRE|TABLE)$/.test(el.tagName) && el.scrollWidth > el.clientWidth + 1)) return;
+        const style = getComputedStyle(el);
+        canvas.font = `${style.fontSize} ${style.fontFamily}`;
+        const room = Math.min(el.clientWidth, (box.right - r.left) / scale);
+        const lines = el.innerText.split('\\n').filter((line) => canvas.measureText(line).width > room + 1);
+        clippedLines += Math.max(1, lines.length);
+        clipped.push((lines[0] || el.innerText).slice(0, 60));
+      });
+      const more = [...slide.querySelectorAll('.jp-OutputArea-output')].filter(visible)
+        .filter((el) => /⋯ \\d+ more lines/.test(el.innerText));
+      const clone = slide.cloneNode(true);
+      clone.querySelectorAll('aside.notes, h1, h2, h3, h4, h5, h6, section').forEach((el) => el.remove());
+      const headingOnly = clone.textContent.replace(/¶/g, '').trim() === '' && !slide.querySelector('img, mjx-container')
+        && !!slide.querySelector('h1, h2, h3, h4');
+      const images = [...slide.querySelectorAll('.jp-OutputArea-output img')].filter(visible)
+        .map((img) => ({height: img.offsetHeight, width: img.offsetWidth, room: img.closest('.jp-OutputArea-output').clientWidth}));
+      const notes = [...slide.querySelectorAll(':scope > aside.notes')].map((a) => a.textContent.trim()).join(' ');
+      out.push({h, v, height: slide.scrollHeight, mono: sizes, prose, asserts, clippedLines, clipped,
+                more: more.length, fullCut: more.filter((el) => el.closest('.celltag_slide-full-output')).length,
+                headingOnly, images, verdicts: slide.querySelectorAll('.celltag_slide-verdict').length, notes,
+                start: slide.innerText.trim().slice(0, 60)});
     }
   });
-  return {height: Reveal.getConfig().height, slides: out};
+  return {height: Reveal.getConfig().height, width: Reveal.getConfig().width, slides: out};
 }"""
 
 # Walk the deck step by step, every slide and every fragment of it in order, as a presenter does with the space
@@ -106,7 +153,7 @@ class OpenDeck:
                      if message.type == "error" else None)
         self.page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
         self.page.route("**/*", self._guard)
-        self.page.goto(path.as_uri())
+        self.page.goto(path.as_uri(), timeout=TIMEOUT_MS)
         self.page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=TIMEOUT_MS)
         self.page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
         self.page.evaluate("() => Reveal.configure({transition: 'none', backgroundTransition: 'none'})")
@@ -136,6 +183,24 @@ def opened(browser, decks):
         deck.page.close()
 
 
+@pytest.fixture(scope="module")
+def audit(opened):
+    """Each deck's AUDIT_SLIDES, measured once: ``audit(lesson)`` is ``(slide height, [slide, ...])``."""
+    done: dict[str, tuple[int, list[dict]]] = {}
+
+    def measure(lesson: str):
+        if lesson not in done:
+            result = opened(lesson).page.evaluate(AUDIT_SLIDES)
+            done[lesson] = result["height"], result["slides"]
+        return done[lesson]
+
+    return measure
+
+
+def where(slide: dict) -> str:
+    return f"slide {slide['h']}/{slide['v']} ({slide['start'][:40]!r})"
+
+
 def test_deck_folder_carries_reveal_and_mathjax_and_names_no_web_address(decks):
     assert sorted(decks) == LESSONS
     folder = next(iter(decks.values())).parent
@@ -162,12 +227,66 @@ def test_deck_opens_on_its_title_and_typesets_the_math(opened, lesson):
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
-def test_no_slide_is_taller_than_the_screen(opened, lesson):
-    result = opened(lesson).page.evaluate(MEASURE_SLIDES)
-    assert len(result["slides"]) >= 8, f"{lesson}: only {len(result['slides'])} slides"
-    too_tall = [s for s in result["slides"] if s["height"] > result["height"]]
-    assert not too_tall, "\n".join(f"slide {s['h']}/{s['v']}: {s['height']} px > {result['height']} px: "
-                                   f"{s['start']!r}" for s in too_tall)
+def test_no_slide_is_taller_than_the_screen(audit, lesson):
+    height, slides = audit(lesson)
+    assert len(slides) >= 8, f"{lesson}: only {len(slides)} slides"
+    too_tall = [s for s in slides if s["height"] > height]
+    assert not too_tall, "\n".join(f"{where(s)}: {s['height']} px > {height} px" for s in too_tall)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_code_and_outputs_are_large_enough_to_read_in_a_lecture_hall(audit, lesson):
+    _, slides = audit(lesson)
+    small = [f"{where(s)}: {min(s['mono'])} px" for s in slides if s["mono"] and min(s["mono"]) < MIN_MONO_PX]
+    assert not small, "\n".join(small)
+    assert any(s["mono"] for s in slides), f"{lesson}: no code on the slides"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_slide_shows_more_than_about_120_words_of_prose(audit, lesson):
+    _, slides = audit(lesson)
+    wordy = [f"{where(s)}: {s['prose']} words" for s in slides if s["prose"] > MAX_WORDS]
+    assert not wordy, "\n".join(wordy)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_checks_show_their_verdict_and_no_assert_is_on_screen(audit, lesson):
+    _, slides = audit(lesson)
+    shown = [f"{where(s)}: {s['asserts']} assert lines" for s in slides if s["asserts"]]
+    assert not shown, "\n".join(shown)
+    unsaid = [where(s) for s in slides if s["verdicts"] and "The check behind this verdict" not in s["notes"]]
+    assert not unsaid, f"verdicts whose check is not in the speaker notes: {unsaid}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_slide_holds_only_a_heading(audit, lesson):
+    _, slides = audit(lesson)
+    bare = [where(s) for s in slides if s["headingOnly"]]
+    assert not bare, bare
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_no_line_runs_past_the_right_edge(audit, lesson):
+    _, slides = audit(lesson)
+    cut = [f"{where(s)}: {s['clippedLines']} lines, e.g. {s['clipped'][0]!r}" for s in slides if s["clippedLines"]]
+    assert not cut, "\n".join(cut)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_outputs_tagged_full_output_are_never_cut(audit, lesson):
+    _, slides = audit(lesson)
+    cut = [where(s) for s in slides if s["fullCut"]]
+    assert not cut, f"outputs tagged slide-full-output cut with 'more lines': {cut}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_figures_fill_the_height_their_slide_leaves(audit, lesson):
+    height, slides = audit(lesson)
+    for s in slides:
+        for image in s["images"]:
+            full_width = image["width"] >= image["room"] - 4
+            assert full_width or height - s["height"] <= FREE_BELOW_FIGURE_PX, (
+                f"{where(s)}: a figure {image['width']}x{image['height']} px leaves {height - s['height']} px empty")
 
 
 @pytest.mark.parametrize("lesson", LESSONS)

@@ -6,7 +6,7 @@ Used by :class:`course_lib.publish.slide_layout.SlideLayoutPreprocessor` before 
 (checks, prose, outputs, folds) and after (figures); the sizes come from :class:`course_lib.publish.slides.Geometry`.
 
 * **Checks.** A cell tagged ``check`` (other than an exercise's ``check("NN.name", fn)`` call), or a cell made of
-  nothing but ``assert`` statements, prints and the assignments they use, shows only its output (its verdict); its
+  nothing but ``assert`` statements and prints, shows only its output (its verdict); its
   code goes to the speaker notes. Any other cell shows its code without its ``assert`` statements, which go to the
   speaker notes.
 * **Prose.** A markdown cell shows at most :data:`SLIDE_WORDS` words of prose at a time: headings always show; a
@@ -24,6 +24,7 @@ import re
 from nbformat.v4 import new_markdown_cell
 
 FULL_OUTPUT_TAG = "slide-full-output"
+VERDICT_TAG = "slide-verdict"  # given on the slides to a check cell shown as its verdict
 CHECK_TAG, EXERCISE_TAG, SOLUTION_TAG = "check", "exercise", "solution"
 NOTES_TAG = "speaker-notes"
 SLIDE_WORDS = 100  # most words of prose a markdown cell shows at a time; the rest is said (speaker notes)
@@ -66,8 +67,8 @@ def _only_asserts(body) -> bool:
 
 
 def _is_verdict_only(tree) -> bool:
-    """Asserts, prints, plain assignments, loops of asserts and ``del``: the cell computes nothing worth showing."""
-    allowed = (ast.Assert, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)
+    """Asserts, prints, loops of asserts and ``del``: the cell computes nothing worth showing."""
+    allowed = (ast.Assert, ast.Delete)
     kinds = []
     for node in tree.body:
         if isinstance(node, ast.Assert) or (isinstance(node, (ast.For, ast.If)) and _only_asserts(node.body)
@@ -110,7 +111,7 @@ def reduce_checks(cell) -> list:
         if not cell.get("outputs"):
             return [notes]
         cell.metadata["transient"] = {"remove_source": True}
-        cell.metadata.setdefault("course_slides", {})["verdict"] = True
+        cell.metadata["tags"] = sorted(tags | {VERDICT_TAG})  # shown as the class celltag_slide-verdict
         return [cell, notes]
     lines = cell.source.split("\n")
     kept = [line for number, line in enumerate(lines) if number not in asserted]
@@ -124,8 +125,9 @@ def reduce_checks(cell) -> list:
 
 # ----------------------------------------------------------------------------------------------- prose
 def _is_prose(block: str) -> bool:
-    first = block.lstrip()
-    return not re.match(r"(#|```|\$\$|\||[-*+] |\d+\. |<|>)", first) and "$$" not in block
+    """Plain paragraphs: no heading, list, table, formula, code or HTML in the block."""
+    display = r"(#|```|\$\$|\||[-*+] |\d+\. |<|>)"
+    return not any(re.match(r"\s*" + display, line) for line in block.splitlines()) and "$$" not in block
 
 
 def split_prose(cell, blocks: list[str]) -> list:
@@ -134,20 +136,26 @@ def split_prose(cell, blocks: list[str]) -> list:
     if words(cell.source) <= SLIDE_WORDS:
         return [cell]
     pieces: list[tuple[str, str]] = []  # (text, separator before it)
-    for block in blocks:  # a list too long for one slide, item by item
+    for block in blocks:  # a list too long for one slide item by item, a long paragraph sentence by sentence
         items = re.split(r"\n(?=(?:[-*+]|\d+\.) )", block)
         sentences = SENTENCE_END.split(block) if _is_prose(block) else []
+        sentences = [part for sentence in sentences for part in (
+            re.split(r"(?<=;)\s+", sentence) if words(sentence) > SLIDE_WORDS else [sentence])]
         if len(items) > 1 and words(block) > SLIDE_WORDS:
-            pieces += [(item, "\n" if number else "\n\n") for number, item in enumerate(items)]
-        elif len(sentences) > 1 and words(block) > SLIDE_WORDS:  # a long paragraph, sentence by sentence
-            pieces += [(sentence, " " if number else "\n\n") for number, sentence in enumerate(sentences)]
+            parts = [(item, "\n" if number else "\n\n") for number, item in enumerate(items)]
+        elif len(sentences) > 1 and words(block) > SLIDE_WORDS:
+            parts = [(sentence, " " if number else "\n\n") for number, sentence in enumerate(sentences)]
         else:
-            pieces.append((block, "\n\n"))
+            parts = [(block, "\n\n")]
+        lead = pieces[-1][0] if pieces else ""
+        if _is_prose(lead) and lead.rstrip().endswith(":") and not _is_prose(parts[0][0]):
+            parts[0] = (lead + "\n\n" + parts[0][0], pieces.pop()[1])  # a lead-in stays with what it leads to
+        pieces += parts
     parts: list[list] = []  # [kind, text]: "show" (same sub-slide), "new" (a sub-slide of its own), "notes"
     count, said = 0, False  # words of prose on the current sub-slide; whether prose went to the notes
     for text, separator in pieces:
         n = 0 if text.lstrip().startswith("#") else words(text)
-        prose = _is_prose(text) and not text.rstrip().endswith(":")
+        prose = _is_prose(text)
         if prose and said:  # once the prose goes on in the notes, it goes on there
             kind = "notes"
         elif count == 0 or count + n <= SLIDE_WORDS:
