@@ -136,12 +136,12 @@ def split_prose(cell, blocks: list[str]) -> list:
     if words(cell.source) <= SLIDE_WORDS:
         return [cell]
     pieces: list[tuple[str, str]] = []  # (text, separator before it)
-    for block in blocks:  # a list too long for one slide item by item, a long paragraph sentence by sentence
+    for block in blocks:  # a list item by item, a long paragraph sentence by sentence
         items = re.split(r"\n(?=(?:[-*+]|\d+\.) )", block)
         sentences = SENTENCE_END.split(block) if _is_prose(block) else []
         sentences = [part for sentence in sentences for part in (
             re.split(r"(?<=;)\s+", sentence) if words(sentence) > SLIDE_WORDS else [sentence])]
-        if len(items) > 1 and words(block) > SLIDE_WORDS:
+        if len(items) > 1:
             parts = [(item, "\n" if number else "\n\n") for number, item in enumerate(items)]
         elif len(sentences) > 1 and words(block) > SLIDE_WORDS:
             parts = [(sentence, " " if number else "\n\n") for number, sentence in enumerate(sentences)]
@@ -154,7 +154,7 @@ def split_prose(cell, blocks: list[str]) -> list:
     parts: list[list] = []  # [kind, text]: "show" (same sub-slide), "new" (a sub-slide of its own), "notes"
     count, said = 0, False  # words of prose on the current sub-slide; whether prose went to the notes
     for text, separator in pieces:
-        n = 0 if text.lstrip().startswith("#") else words(text)
+        n = words(text)
         prose = _is_prose(text)
         if prose and said:  # once the prose goes on in the notes, it goes on there
             kind = "notes"
