@@ -265,7 +265,7 @@ def test_section_budgets_are_read_from_the_instructor_notes(tmp_path):
         editions.section_budgets(notes)
 
 
-# ----------------------------------------------------------------------------------------------- read from a lecture hall
+# ----------------------------------------------------------------------------------------- read from a lecture hall
 def png(width: int, height: int) -> str:
     """A valid grey PNG of the given size, base64-encoded as notebooks store it."""
     import base64
@@ -317,7 +317,8 @@ def test_exercise_check_calls_keep_their_code(deck):
 def test_long_prose_shows_about_100_words_and_the_rest_is_in_the_speaker_notes(tmp_path):
     paragraphs = [f"Paragraph {i} says " + "something worth saying aloud " * 9 + "." for i in range(6)]
     cells = [new_markdown_cell("## 1. Prose\n\n" + "\n\n".join(paragraphs)),
-             new_markdown_cell("A list to show:\n\n" + "\n".join(f"- point {i} " + "with words " * 8 for i in range(12)))]
+             new_markdown_cell("A list to show:\n\n" + "\n".join(f"- point {i} " + "with words " * 8
+                                                              for i in range(12)))]
     deck = build(tmp_path, cells)
     for sub in sub_slides(deck):
         assert len(visible_text(sub).split()) <= 125, visible_text(sub)[:80]

@@ -20,8 +20,13 @@ metadata in a notebook is ignored):
 * markdown cells tagged ``speaker-notes`` become reveal.js speaker notes (``<aside class="notes">``) of the
   sub-slide they are in; the student edition and the website leave them out.
 
+* a room reads them: code and outputs at 22 px, long lines wrapped; no sub-slide with more than about 120 words of
+  prose or with nothing but a heading; check cells shown as their verdict, ``assert`` code in the speaker notes;
+  figures grown into the free height of their sub-slide (:mod:`course_lib.publish.slide_fit`).
+
 Per-cell tags override the rules: ``slide-skip`` leaves a cell out (nbconvert's ``TagRemovePreprocessor``),
-``slide-keep`` keeps a cell whole (no folding, no cutting, no dropped output, setup cells too), and
+``slide-keep`` keeps a cell whole (no folding, no cutting, no dropped output, setup cells too),
+``slide-full-output`` shows a cell's text output whole, over as many sub-slides as it needs, and
 ``slide-break`` starts a new sub-slide at the cell.
 """
 from __future__ import annotations
