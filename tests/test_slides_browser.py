@@ -18,6 +18,7 @@ import pytest
 from teaching_status import LESSONS_WITH_TEACHING_NOTES
 
 from course_lib.publish.editions import exercise_names, installed_mathjax, section_budgets, write_slides
+from course_lib.publish.slides import Geometry
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -284,7 +285,7 @@ def test_figures_fill_the_height_their_slide_leaves(audit, lesson):
     height, slides = audit(lesson)
     for s in slides:
         for image in s["images"]:
-            full_width = image["width"] >= image["room"] - 16  # as wide as the slide: it can grow no more
+            full_width = image["width"] >= Geometry().content_width - 20  # as wide as the slide: it can grow no more
             assert full_width or height - s["height"] <= FREE_BELOW_FIGURE_PX, (
                 f"{where(s)}: a figure {image['width']}x{image['height']} px leaves {height - s['height']} px empty")
 
