@@ -8,7 +8,10 @@ JavaScript:
   ("Pages under For instructors");
 * the search buttons lose their ``aria-label="Search"``, which hid the text they show (``Search``, ``Ctrl+K``): their
   name is then that text, or their title;
-* the icons of the colour-mode button are hidden from assistive technology (the button is named "Color mode");
+* the icons of the colour-mode button are hidden from assistive technology and lose their ``title`` ("Light",
+  "Dark", "System Settings"): Font Awesome's script turns each ``<i>`` into an ``<svg>`` and its title into an
+  SVG ``<title>``, which axe counts as the button's visible text, so it no longer matched the button's name
+  ("Color mode");
 * a folded cell's ``<summary aria-label="Toggle hidden content">`` is named by what it shows ("Show solution");
 * an empty header cell of a table output (the corner above a pandas index) gets a header text for screen readers.
 """
@@ -23,6 +26,7 @@ from sphinx.application import Sphinx
 SIDEBAR_TOGGLE = re.compile(r'(<a class="[^"]*reference internal" href="[^"]*">(.*?)</a><details(?: open="open")?>)<summary>')
 SEARCH_LABEL = re.compile(r'(<button class="[^"]*search-button__button[^"]*"[^>]*?) aria-label="Search"')
 THEME_ICON = re.compile(r'<i class="theme-switch (?![^"]*"[^>]*aria-hidden)')
+THEME_ICON_TITLE = re.compile(r'(<i aria-hidden="true" class="theme-switch [^>]*?) title="[^"]*"')
 TOGGLE_LABEL = '<summary aria-label="Toggle hidden content">'
 EMPTY_HEADER = "<th></th>"
 HIDDEN_HEADER = '<th><span class="visually-hidden">(no header)</span></th>'
@@ -45,6 +49,7 @@ def repair(page: str) -> str:
     page = SIDEBAR_TOGGLE.sub(_sidebar_toggle, page)
     page = SEARCH_LABEL.sub(r"\1", page)
     page = THEME_ICON.sub('<i aria-hidden="true" class="theme-switch ', page)
+    page = THEME_ICON_TITLE.sub(r"\1", page)
     page = page.replace(TOGGLE_LABEL, "<summary>")
     return _output_tables(page)
 
