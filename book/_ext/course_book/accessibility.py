@@ -28,8 +28,8 @@ SEARCH_LABEL = re.compile(r'(<button class="[^"]*search-button__button[^"]*"[^>]
 THEME_ICON = re.compile(r'<i class="theme-switch (?![^"]*"[^>]*aria-hidden)')
 THEME_ICON_TITLE = re.compile(r'(<i aria-hidden="true" class="theme-switch [^>]*?) title="[^"]*"')
 TOGGLE_LABEL = '<summary aria-label="Toggle hidden content">'
-EMPTY_HEADER = "<th></th>"
-HIDDEN_HEADER = '<th><span class="visually-hidden">(no header)</span></th>'
+EMPTY_HEADER = re.compile(r"<th((?: [^>]*)?)>(?:\s|&nbsp;)*</th>")   # "<th></th>", pandas' '<th class="blank">&nbsp;</th>'
+HIDDEN_HEADER = r'<th\1><span class="visually-hidden">(no header)</span></th>'
 
 
 def _sidebar_toggle(match: re.Match) -> str:
@@ -40,7 +40,7 @@ def _sidebar_toggle(match: re.Match) -> str:
 def _output_tables(page: str) -> str:
     """Empty header cells filled, only inside the outputs of cells (the theme's own tables are left alone)."""
     parts = re.split(r'(<div class="cell_output[^"]*">)', page)
-    return "".join(part.replace(EMPTY_HEADER, HIDDEN_HEADER) if i and i % 2 == 0 else part
+    return "".join(EMPTY_HEADER.sub(HIDDEN_HEADER, part) if i and i % 2 == 0 else part
                    for i, part in enumerate(parts))
 
 
