@@ -97,3 +97,9 @@ def test_unknown_exercises_and_levels_are_refused():
 
 def test_the_exercise_name_pattern_matches_every_stub():
     assert all(re.fullmatch(r"\d\d\.[\w-]+", name) for name in exercises())
+
+
+def test_readme_shows_the_hint_ladder_of_a_core_exercise_that_exists():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r'hint\("(\d\d\.[\w-]+)"', readme))
+    assert named and named <= set(CORE), f"README names {sorted(named)}; core exercises: {CORE}"

@@ -83,7 +83,10 @@ def test_budget_gives_every_section_minutes_that_add_up_to_the_session(notes, ou
     entry, sections = notes[lesson], outlines[lesson]["sections"]
     assert guide_data.check_budget(lesson, entry, outlines[lesson]) == []
     assert list(entry["budget"]) == sections, "the budget lists the ## sections in the notebook's order"
-    assert sum(entry["budget"].values()) == entry["session"]
+    assert sum(entry["budget"].values()) + entry["exercises_in_class"] == entry["session"]
+    assert entry["exercises_in_class"] >= 10, f"{lesson}: the core exercise needs time in class"
+    shortest = entry["session"] - sum(cut["saves"] for cut in entry["cuts"])
+    assert shortest <= 90 * entry.get("slots", 1), f"{lesson}: {shortest} minutes with every cut"
     assert all(entry["budget"][s] > 0 for s in sections if s not in ("Summary", "Further reading"))
     assert entry["cuts"], f"{lesson}: no place to cut when time is short"
 
@@ -183,7 +186,7 @@ def test_a_budget_that_misses_a_section_or_the_session_length_is_flagged(notes, 
     assert any(f"no minutes to the section {first!r}" in p for p in guide_data.check_budget(name, missing, outline))
     longer = copy.deepcopy(entry)
     longer["budget"][first] += 1
-    assert any("adds up to" in p for p in guide_data.check_budget(name, longer, outline))
+    assert any("add up to" in p for p in guide_data.check_budget(name, longer, outline))
     zero = copy.deepcopy(entry)
     zero["budget"]["Summary"] += zero["budget"][first]
     zero["budget"][first] = 0
@@ -195,6 +198,21 @@ def test_a_budget_that_misses_a_section_or_the_session_length_is_flagged(notes, 
     greedy["cuts"][0]["saves"] = greedy["budget"][greedy["cuts"][0]["section"]] + 1
     problems = guide_data.check_budget(name, greedy, outline)
     assert any("save" in p and greedy["cuts"][0]["section"] in p for p in problems)
+    no_exercises = {key: value for key, value in entry.items() if key != "exercises_in_class"}
+    assert any("exercises_in_class" in p for p in guide_data.check_budget(name, no_exercises, outline))
+    too_long = copy.deepcopy(entry)
+    too_long["session"] += 200
+    too_long["budget"][first] += 200
+    assert any("more than 1 class(es) of 90 minutes" in p for p in guide_data.check_budget(name, too_long, outline))
+    assert not [p for p in guide_data.check_budget(name, dict(too_long, slots=3), outline) if "class(es)" in p]
+
+
+def test_live_kernel_steps_are_marked_and_a_wrong_mark_is_flagged(plans, outlines):
+    live = [step["section"] for step in plans["one_lecture"] if step.get("live")]
+    assert live == ["6. Looking at attention", "8. An instruct model: the chat template"]
+    wrong = copy.deepcopy(plans)
+    wrong["one_lecture"][0]["live"] = "yes"
+    assert any("`live` is true or false" in p for p in guide_data.check_plans(wrong, outlines))
 
 
 def test_an_unanswered_question_and_a_misquoted_one_are_flagged(notes, outlines):
@@ -351,7 +369,8 @@ def test_guide_page_shows_the_minutes_cuts_answers_and_links_every_solution(site
     page = soup(site / "book" / "guide" / f"{Path(lesson).stem}.html")
     entry, outline = notes[lesson], outlines[lesson]
     budget_rows = page.select("table.guide-budget tbody tr")
-    assert len(budget_rows) == len(outline["sections"]) + 1  # one row per section, then the total
+    assert len(budget_rows) == len(outline["sections"]) + 2  # one row per section, the exercises, then the total
+    assert budget_rows[-2].get_text(" ", strip=True).endswith(str(entry["exercises_in_class"]))
     assert budget_rows[-1].get_text(" ", strip=True) == f"Total {entry['session']}"
     assert len(page.select("table.guide-cuts tbody tr")) == len(entry["cuts"])
     assert len(page.select("ul.guide-answers > li")) == len(entry["answers"])

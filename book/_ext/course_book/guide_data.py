@@ -25,6 +25,7 @@ PLANS_PAGE = f"{GUIDE_DIR}/plans"
 OBJECTIVES_MARKER = "**What you will learn**"
 CHECK_CALL = re.compile(r"""check\(\s*["']([^"']+)["']""")
 CHECK_VERDICT = re.compile(r"\[(?:passed|not yet)\] (\d\d\.[\w-]+) \((.+?)\): ")  # a check's printed verdict
+SLOT_MINUTES = 90  # one class: every lesson must fit it with its cuts
 UNTIMED_SECTIONS = ("Summary", "Further reading")  # the only sections a budget may give 0 minutes
 # A question to the reader: a sentence ending in "?" or starting with one of these, outside Summary and Further reading.
 QUESTION_OPENING = re.compile(r"(look for|think about|before you start, think about|predict|guess|what happens if)\b",
@@ -211,9 +212,22 @@ def check_budget(name: str, entry: dict, outline: dict) -> list[str]:
             problems.append(f"{name}: the budget gives no minutes to the section {section!r}")
         elif minutes == 0 and section not in UNTIMED_SECTIONS:
             problems.append(f"{name}: the budget gives 0 minutes to the section {section!r}")
-    total = sum(minutes for minutes in budget.values() if is_minutes(minutes))
+    exercises = entry.get("exercises_in_class")
+    if not is_minutes(exercises) or not exercises:
+        problems.append(f"{name}: exercises_in_class must give the minutes students work on exercises in class, "
+                        f"got {exercises!r}")
+        exercises = 0
+    total = sum(minutes for minutes in budget.values() if is_minutes(minutes)) + exercises
     if total != session:
-        problems.append(f"{name}: the budget adds up to {total} minutes, the session is {session}")
+        problems.append(f"{name}: the budget and {exercises} minutes of exercises add up to {total} minutes, the "
+                        f"session is {session}")
+    slots = entry.get("slots", 1)
+    shortest = session - sum(cut.get("saves", 0) for cut in entry.get("cuts") or [] if is_minutes(cut.get("saves")))
+    if not isinstance(slots, int) or isinstance(slots, bool) or slots < 1:
+        problems.append(f"{name}: slots is the number of {SLOT_MINUTES}-minute classes, got {slots!r}")
+    elif shortest > SLOT_MINUTES * slots:
+        problems.append(f"{name}: with every cut the session still takes {shortest} minutes, more than "
+                        f"{slots} class(es) of {SLOT_MINUTES} minutes")
     saved: dict[str, float] = {}
     for cut in entry.get("cuts") or []:
         if not is_minutes(cut.get("saves")) or not cut.get("saves") or not cut.get("what"):
@@ -267,6 +281,8 @@ def check_plans(plans: dict, outlines: dict[str, dict]) -> list[str]:
             total += minutes
         if not step.get("do"):
             problems.append(f"one_lecture: {section!r} says nothing to do (`do`)")
+        if not isinstance(step.get("live", False), bool):
+            problems.append(f"one_lecture: {section!r}: `live` is true or false, got {step.get('live')!r}")
     if steps and total != LECTURE_MINUTES:
         problems.append(f"one_lecture: adds up to {total} minutes, not {LECTURE_MINUTES}")
     weeks = (plans or {}).get("term") or []

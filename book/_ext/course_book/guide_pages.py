@@ -187,6 +187,15 @@ class InstructorGuide(GuideDirective):
             rows.append([clock_range(start, minutes) if minutes else "–",
                          self.link(lesson, heading, re.sub(r"[`*]", "", heading)), f"{minutes:g}"])
             start += minutes
+        exercises = entry.get("exercises_in_class") or 0
+        if exercises:
+            from course_lib.checks import exercises as registered
+
+            core = [name for name in outline["exercises"] if getattr(registered().get(name), "level", "") == "core"]
+            rows.append([clock_range(start, exercises), nodes.paragraph(
+                "", "Exercises in class: " + (", ".join(core) if core else "the lesson's exercises")
+                + " (started together, finished as homework)"), f"{exercises:g}"])
+            start += exercises
         rows.append(["", nodes.strong(text="Total"), nodes.strong(text=f"{start:g}")])
         section += self.table(["Clock", "Section", "Minutes"], rows, [12, 70, 10], ["guide-budget"])
         section.extend(self.markdown("The slides (`make slides`) pace each section by these minutes in the speaker "
@@ -227,20 +236,49 @@ class InstructorGuide(GuideDirective):
     def exercises(self, lesson: str, outline: dict) -> nodes.section | None:
         if not outline["exercises"]:
             return None
+        from course_lib.checks import exercises as registered
+
+        known = registered()
         section = self.section(f"Exercises ({len(outline['exercises'])})", "exercises")
         section.extend(self.markdown("Each exercise has a stub, a check that gives feedback, and a solution cell, "
                                      "which is its answer key: folded under *Show solution* on the lesson page, in "
-                                     "place in the instructor edition (`make editions`)."))
+                                     "place in the instructor edition (`make editions`). Levels: *warm-up* (a few "
+                                     "lines that prepare the lesson's piece), *core* (the piece the lesson is "
+                                     "about, written whole: assign these), *stretch* (beyond the lesson). A "
+                                     "student stuck on a core exercise climbs its hint ladder with "
+                                     "`hint(\"NN.name\")`, then `hint(\"NN.name\", 2)`; the solution is the last "
+                                     "rung."))
         rows = []
         for exercise in outline["exercises"]:
             where = outline["exercise_sections"].get(exercise)
             solution = nodes.reference("", "", refuri=self.uri(lesson, solution_anchor(exercise)),
                                        classes=["guide-solution-link"])
             solution += nodes.Text("solution\u00a0→")
-            rows.append([nodes.literal(text=exercise), outline["exercise_titles"].get(exercise, ""),
+            entry = known.get(exercise)
+            rows.append([nodes.literal(text=exercise), entry.level if entry else "", f"{entry.minutes}" if entry else "",
+                         outline["exercise_titles"].get(exercise, ""),
                          self.link(lesson, where, re.sub(r"[`*]", "", where)) if where else "", solution])
-        section += self.table(["Exercise", "What it asks", "Section", "Solution"], rows, [20, 36, 28, 16],
-                              ["guide-exercises"])
+        section += self.table(["Exercise", "Level", "Minutes", "What it asks", "Section", "Solution"], rows,
+                              [16, 9, 8, 31, 24, 12], ["guide-exercises"])
+        minutes = {level: sum(known[e].minutes for e in outline["exercises"] if e in known and known[e].level == level)
+                   for level in ("warm-up", "core", "stretch")}
+        section += nodes.paragraph("", "Student time: " + ", ".join(f"{level} {value} min" for level, value
+                                                                    in minutes.items() if value) + ".")
+        section += nodes.paragraph("", "", nodes.strong(text="The misconception behind each hint."),
+                                   nodes.Text(" When an answer matches a known wrong answer, the check shows that "
+                                              "hint; these are the beliefs they correct."))
+        bullets = nodes.bullet_list(classes=["guide-exercise-hints"])
+        for exercise in outline["exercises"]:
+            if exercise not in known or not known[exercise].mistakes:
+                continue
+            item = nodes.list_item()
+            item += nodes.paragraph("", "", nodes.literal(text=exercise), nodes.Text(f" ({known[exercise].level})"))
+            inner = nodes.bullet_list()
+            for mistake in known[exercise].mistakes:
+                inner += nodes.list_item("", nodes.paragraph(text=mistake.hint))
+            item += inner
+            bullets += item
+        section += bullets
         return section
 
     def misconceptions(self, lesson: str, entry: dict) -> nodes.section | None:
@@ -281,7 +319,8 @@ class TeachingPlans(GuideDirective):
                 rows.append([clock_range(start, step["minutes"]),
                              self.page_link(lesson, title.split(" · ")[0], classes=["guide-link"]),
                              self.link(lesson, step["section"], re.sub(r"[`*]", "", step["section"])),
-                             f"{step['minutes']:g}", self.markdown(step["do"])])
+                             f"{step['minutes']:g}",
+                             self.markdown(("**Live kernel.** " if step.get("live") else "") + step["do"])])
                 start += step["minutes"]
             rows.append(["", "", nodes.strong(text="Total"), nodes.strong(text=f"{start:g}"), ""])
             section += self.table(["Clock", "Lesson", "Section", "Min", "What to do"], rows, [10, 7, 30, 6, 47],
