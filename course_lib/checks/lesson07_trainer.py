@@ -182,19 +182,15 @@ register(Exercise("07.csv_finetune", "fine-tune on your own CSV: label ids, earl
            "TrainingArguments(..., eval_strategy='epoch', save_strategy='epoch', load_best_model_at_end=True, "
            "metric_for_best_model='macro_f1', greater_is_better=True) with "
            "callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)]"),
+    # Choosing the checkpoint on test, keeping the worst one or the last one give, on this small case, the same
+    # numbers as the reference (the tiny model's validation score does not move between epochs), so they are not
+    # listed as known mistakes: an answer that makes them is not told apart here. The hint ladder names them.
     mistakes=[
         Mistake(_CSV_WRONG["appearance"], "the label ids follow the order in which the names first appear in the "
                 "file; another file (or a shuffled one) would number them differently. Number the sorted names: "
                 "enumerate(sorted(set(labels)))."),
-        Mistake(_CSV_WRONG["on_test"], "the best checkpoint was chosen on the test split (eval_dataset=test): the "
-                "test score is then no longer an unbiased estimate. Evaluate on validation during training, and "
-                "the test split once at the end."),
         Mistake(_CSV_WRONG["by_loss"], "without metric_for_best_model the Trainer keeps the checkpoint with the "
                 "lowest validation loss, and best_metric is that loss. Set metric_for_best_model='macro_f1'."),
-        Mistake(_CSV_WRONG["lower_is_better"], "greater_is_better=False keeps the checkpoint with the LOWEST macro "
-                "F1, the worst one; for a score (not a loss), greater is better."),
-        Mistake(_CSV_WRONG["last"], "the test score comes from the last epoch, not from the best checkpoint: set "
-                "load_best_model_at_end=True (with save_strategy equal to eval_strategy) and use early stopping."),
         Mistake(_CSV_WRONG["accuracy"], "the checkpoint was chosen by accuracy; with imbalanced classes (few "
                 "positive tweets) a model that ignores a class can have the best accuracy. Choose by macro F1."),
         Mistake(_CSV_WRONG["no_names"], "the model's config still says LABEL_0, LABEL_1, ...: pass id2label and "
