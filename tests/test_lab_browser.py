@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from execute_notebooks import COURSE_KERNELSPEC, apply_kernelspec  # scripts/ is on pytest's pythonpath
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -22,8 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LESSON = "00_behind_the_pipeline.ipynb"
 TOKEN = "course-lab-test"
 START_TIMEOUT_S = 90
-sys.path.insert(0, str(ROOT / "scripts"))
-from execute_notebooks import COURSE_KERNELSPEC, apply_kernelspec  # noqa: E402
 
 
 def free_port() -> int:
