@@ -81,6 +81,7 @@ def tiny_csv_case(folder=None) -> tuple[dict[str, str], str]:
     from course_lib.data import TWEET_LABELS, load_tweets
 
     folder = Path(folder or tempfile.mkdtemp(prefix="course-07-csv-"))
+    folder.mkdir(parents=True, exist_ok=True)
     tweets, files = load_tweets("quick"), {}
     for split, rows in _CSV_ROWS.items():
         part = tweets[split].shuffle(seed=1).select(range(rows))
