@@ -317,7 +317,7 @@ WRONG = [
                  "the loss of step 1", id="shifted-backwards"),
     # gradients zeroed after backward, just before the step: the optimizer sees zeros
     pytest.param("04.train_step", _wrong_step(order=("backward", "zero_grad", "clip", "step", "schedule")),
-                 "the weights", id="zero-grad-after-backward"),
+                 "the loss of step 2", id="zero-grad-after-backward"),
     # the scheduler never stepped: a constant learning rate (the warm-up's first, tiny one)
     pytest.param("04.train_step", _wrong_step(order=("zero_grad", "backward", "clip", "step")), "the weights",
                  id="no-scheduler"),
