@@ -116,8 +116,10 @@ def _load(model_name: str, precision: str, device: torch.device):
     return model.to(device), targets, vocab
 
 
-def run_one(model_name: str, method: str, precision: str, batch: int, tokens: int, steps: int, r: int) -> dict:
-    """Load, (wrap with LoRA), and take ``steps`` AdamW steps on random tokens; report counted and peak bytes."""
+def run_one(model_name: str, method: str, precision: str, batch: int, tokens: int, steps: int, r: int,
+            checkpointing: bool = False) -> dict:
+    """Load, (wrap with LoRA), and take ``steps`` AdamW steps on random tokens; report counted and peak bytes.
+    ``checkpointing`` keeps only each layer's input for the backward pass and recomputes the rest there."""
     _check_run(model_name, method, precision, batch=batch, tokens=tokens, steps=steps, r=r)
     from course_lib.lora import apply_lora
     from course_lib.settings import get_device, seed_everything
@@ -141,6 +143,8 @@ def run_one(model_name: str, method: str, precision: str, batch: int, tokens: in
                 if "lora_" in name:
                     parameter.data = parameter.data.float()
     model.train()
+    if checkpointing:  # non-reentrant: gradients reach the adapters even though the frozen inputs need none
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if not cuda:  # own the weights: loading may leave them as views of the memory-mapped file
         with torch.no_grad():
             for tensor in [*model.parameters(), *model.buffers()]:
@@ -177,18 +181,19 @@ def run_one(model_name: str, method: str, precision: str, batch: int, tokens: in
         "measured_training": peak_training,                # peak above that during the steps
         "measured_total": loaded - before_load + peak_training,
         "seconds_per_step": round(seconds, 3),
-        "batch": batch, "tokens": tokens, "steps": steps,
+        "batch": batch, "tokens": tokens, "steps": steps, "checkpointing": checkpointing,
     }
 
 
 def measure(model: str = "decoder", method: str = "lora", precision: str = "fp32", batch: int = 2,
-            tokens: int = 32, steps: int = 2, r: int = 8, threads: int | None = None, timeout: float = 600) -> dict:
+            tokens: int = 32, steps: int = 2, r: int = 8, threads: int | None = None, timeout: float = 600,
+            checkpointing: bool = False) -> dict:
     """:func:`run_one` in a fresh Python process (its memory starts clean); returns its report."""
     _check_run(model, method, precision, batch=batch, tokens=tokens, steps=steps, r=r)
     number("timeout", timeout, 0, low_open=True)
     command = [sys.executable, "-m", "course_lib.train_memory", "--model", model, "--method", method,
                "--precision", precision, "--batch", str(batch), "--tokens", str(tokens), "--steps", str(steps),
-               "--r", str(r)]
+               "--r", str(r)] + (["--checkpointing"] if checkpointing else [])
     env = dict(os.environ)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(positive_int("threads", threads))
@@ -214,13 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--r", type=int, default=8)
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (recompute activations)")
     args = parser.parse_args(argv)
     for name in ("batch", "tokens", "steps", "r"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     import course_lib  # noqa: F401  (offline mode)
 
-    report = run_one(args.model, args.method, args.precision, args.batch, args.tokens, args.steps, args.r)
+    report = run_one(args.model, args.method, args.precision, args.batch, args.tokens, args.steps, args.r, args.checkpointing)
     print(json.dumps(report))
     return 0
 
