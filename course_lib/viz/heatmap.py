@@ -27,11 +27,13 @@ def _stack(attentions) -> torch.Tensor:
 
 def attention_heatmap(attentions=None, tokens=None, *, layer: int = 0, head: int = 0, model=None, tokenizer=None,
                       text: str | None = None, text_pair: str | None = None, ax=None, cmap: str = "viridis",
-                      max_tokens: int = MAX_TOKENS):
+                      max_tokens: int = MAX_TOKENS, fontsize: float | None = None):
     """Heatmap of one head's weights: query tokens down, key tokens across. Returns the matplotlib Axes.
 
     Give ``attentions`` (a model's ``output.attentions`` or a (L, H, T, T) tensor) with their ``tokens``,
     or ``model``, ``tokenizer`` and ``text`` (and optionally ``text_pair``) to run the model here.
+    ``fontsize``: points of the token labels, with the axis labels and the title a point larger (a figure shown on a
+    lecture slide needs more); by default 9 points for the tokens and matplotlib's size for the rest.
     """
     import matplotlib.pyplot as plt
 
@@ -56,10 +58,15 @@ def attention_heatmap(attentions=None, tokens=None, *, layer: int = 0, head: int
         size = min(12.0, 2.5 + 0.32 * len(labels))
         _, ax = plt.subplots(figsize=(size + 1.2, size), dpi=90)
     image = ax.imshow(matrix, cmap=cmap, vmin=0.0, vmax=max(float(matrix.max()), 1e-6))
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=9)
-    ax.set_yticks(range(len(labels)), labels, fontsize=9)
-    ax.set_xlabel("key token (attended to)")
-    ax.set_ylabel("query token (attending)")
-    ax.set_title(f"Attention weights, layer {layer}, head {head}")
-    ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="weight")
+    ticks = {"fontsize": fontsize or 9}
+    text = {"fontsize": fontsize + 1} if fontsize else {}
+    ax.set_xticks(range(len(labels)), labels, rotation=90, **ticks)
+    ax.set_yticks(range(len(labels)), labels, **ticks)
+    ax.set_xlabel("key token (attended to)", **text)
+    ax.set_ylabel("query token (attending)", **text)
+    ax.set_title(f"Attention weights, layer {layer}, head {head}", **text)
+    colorbar = ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    colorbar.set_label("weight", **text)
+    if fontsize:
+        colorbar.ax.tick_params(labelsize=fontsize)
     return ax
