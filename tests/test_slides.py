@@ -350,14 +350,18 @@ def test_a_heading_is_never_alone_on_its_slide(tmp_path):
 
 
 def test_full_output_tag_shows_the_whole_output_over_sub_slides(tmp_path):
-    sample = "".join(f"sample line {i}\n" for i in range(35))
+    sample = "".join(f"sample line {i}\n" for i in range(50))
     cells = [new_markdown_cell("## 1. Samples"),
              new_code_cell("print(generate())", metadata={"tags": ["slide-full-output"]}, outputs=[stream(sample)]),
              new_markdown_cell("## 2. Cut"), new_code_cell("print(generate())", outputs=[stream(sample)])]
     stacks = columns(build(tmp_path, cells))
     whole = " ".join(visible_text(sub) for sub in stacks[0])
-    assert all(f"sample line {i} " in whole + " " for i in range(35)) and "more lines" not in whole
-    assert len(stacks[0]) >= 3  # 35 lines of 22 px do not fit on one slide
+    assert all(f"sample line {i} " in whole + " " for i in range(50)) and "more lines" not in whole
+    g = slides.Geometry()
+    rows = int(g.budget / (g.output_px * g.output_line))  # lines of output one sub-slide holds at most
+    shown = [visible_text(sub).count("sample line") for sub in stacks[0]]
+    assert len(shown) == 3 and max(shown) <= rows, shown  # 50 lines of 22 px: three sub-slides, each full
+    assert shown[1] >= rows - 2, f"a sub-slide of its own holds {shown[1]} lines, room for {rows}"
     assert "more lines" in " ".join(visible_text(sub) for sub in stacks[1])
 
 
@@ -369,3 +373,16 @@ def test_a_figure_grows_into_the_free_height_of_its_slide(tmp_path):
     height = int(re.search(r"height: (\d+)px", img["style"]).group(1))
     assert g.image_min_px < height <= g.content_width * 400 / 800  # grown, no wider than the slide
     assert img["src"].startswith("data:image/png;base64,")
+
+
+def test_table_words_break_only_between_words_and_a_table_too_wide_for_the_slide_gets_a_smaller_font():
+    g = slides.Geometry()
+    narrow = '<table class="dataframe"><tr><th>vocabulary (GPT-2)</th><th>tokens</th></tr><tr><td>50257</td><td>9</td></tr></table>'
+    fitted = slides.fit_table(narrow, g)
+    assert "GPT\u20112" in fitted and "font-size" not in fitted  # fits at the output size: unchanged but the hyphen
+    wide = ("<table class='t'><tr>" + "".join(f"<th>attention_mask_{i}</th>" for i in range(12)) + "</tr><tr>"
+            + "<td>&lt;|im_end|&gt;</td>" * 12 + "</tr></table>")
+    px = int(re.search(r"font-size: (\d+)px", slides.fit_table(wide, g)).group(1))
+    assert slides.TABLE_MIN_PX <= px < g.output_px and "slides-wide-table t" in slides.fit_table(wide, g)
+    css = slides.css_variables(g)
+    assert "overflow-wrap: normal; word-break: normal; hyphens: none" in css and "anywhere; line-height" not in css

@@ -2,7 +2,8 @@
 1280x720, with every request outside the deck's folder aborted: reveal.js starts and shows the lesson's title;
 no slide's content is taller than the slide once reveal.js has laid it out and MathJax has typeset it; the room
 can read every slide (code and outputs at 22 px or more, no more than about 120 words of prose, no `assert` code,
-no slide holding only a heading, no line running past the right edge, figures as tall as their slide allows, check
+no slide holding only a heading, no line running past the right edge, no word of a table broken inside it (a table too
+wide for the slide at 22 px is shrunk, to 16 px at the least), figures as tall as their slide allows, check
 cells shown as their verdict with the check in the speaker notes, outputs tagged slide-full-output never cut); no
 solution is on screen before its exercise's stub and check; every ## section of a lesson whose notes are written
 (teaching_status.py) has speaker notes; the arrow keys move through the deck to its last slide; nothing is
@@ -18,7 +19,7 @@ import pytest
 from teaching_status import LESSONS_WITH_TEACHING_NOTES
 
 from course_lib.publish.editions import exercise_names, installed_mathjax, section_budgets, write_slides
-from course_lib.publish.slides import Geometry
+from course_lib.publish.slides import TABLE_MIN_PX, Geometry
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -49,7 +50,21 @@ AUDIT_SLIDES = """() => {
       const box = slide.getBoundingClientRect();
       const scale = box.width / slide.offsetWidth || 1;
       const mono = [...slide.querySelectorAll('.jp-InputArea-editor pre, .jp-OutputArea-output pre, .jp-OutputArea-output table')]
-        .filter(visible);
+        .filter(visible).filter((el) => !el.classList.contains('slides-wide-table'));
+      const wideTables = [...slide.querySelectorAll('table.slides-wide-table')].filter(visible)
+        .map((el) => parseFloat(getComputedStyle(el).fontSize));
+      const brokenWords = [];  // words of a table drawn over two lines: broken inside the word
+      [...slide.querySelectorAll('table')].filter(visible).forEach((table) => table.querySelectorAll('th, td').forEach((cell) => {
+        const walker = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          for (const m of node.data.matchAll(/\S+/g)) {
+            const range = document.createRange();
+            range.setStart(node, m.index);
+            range.setEnd(node, m.index + m[0].length);
+            if (new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1) brokenWords.push(`${cell.tagName}: ${m[0]}`);
+          }
+        }
+      }));
       const sizes = mono.map((el) => parseFloat(getComputedStyle(el).fontSize));
       let prose = 0;
       slide.querySelectorAll('.jp-RenderedMarkdown').forEach((md) => { if (visible(md)) prose += words(md.innerText); });
@@ -79,7 +94,7 @@ AUDIT_SLIDES = """() => {
       const notes = [...slide.querySelectorAll(':scope > aside.notes')].map((a) => a.textContent.trim()).join(' ');
       out.push({h, v, height: slide.scrollHeight, mono: sizes, prose, asserts, clippedLines, clipped,
                 more: more.length, fullCut: more.filter((el) => el.closest('.celltag_slide-full-output')).length,
-                headingOnly, images, verdicts: slide.querySelectorAll('.celltag_slide-verdict').length, notes,
+                headingOnly, images, verdicts: slide.querySelectorAll('.celltag_slide-verdict').length, notes, wideTables, brokenWords,
                 start: slide.innerText.trim().slice(0, 60)});
     }
   });
@@ -271,6 +286,15 @@ def test_no_line_runs_past_the_right_edge(audit, lesson):
     _, slides = audit(lesson)
     cut = [f"{where(s)}: {s['clippedLines']} lines, e.g. {s['clipped'][0]!r}" for s in slides if s["clippedLines"]]
     assert not cut, "\n".join(cut)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_table_headers_and_cells_break_between_words_never_inside_one(audit, lesson):
+    _, slides = audit(lesson)
+    broken = [f"{where(s)}: {s['brokenWords'][:4]}" for s in slides if s["brokenWords"]]
+    assert not broken, "\n".join(broken)
+    small = [f"{where(s)}: {min(s['wideTables'])} px" for s in slides if s["wideTables"] and min(s["wideTables"]) < TABLE_MIN_PX]
+    assert not small, f"tables too wide for the slide, shrunk below {TABLE_MIN_PX} px: {small}"
 
 
 @pytest.mark.parametrize("lesson", LESSONS)

@@ -12,7 +12,8 @@ Used by :class:`course_lib.publish.slide_layout.SlideLayoutPreprocessor` before 
 * **Prose.** A markdown cell shows at most :data:`SLIDE_WORDS` words of prose at a time: headings always show; a
   later paragraph of plain prose goes to the speaker notes of the sub-slide it would have been on; lists, tables,
   formulas and code in it stay on the slides, on a sub-slide of their own when the words would be too many.
-* **Whole outputs.** A cell tagged ``slide-full-output`` keeps its text output whole, in pieces of one sub-slide.
+* **Whole outputs.** A cell tagged ``slide-full-output`` keeps its text output whole, in pieces of one sub-slide: as
+  much as fits under its code, then a full sub-slide per piece.
 * **Figures.** Images are packed at :attr:`Geometry.image_min_px` high (or less, if that is their own height) and
   then grown into the free height of their sub-slide, never wider than the slide.
 """
@@ -191,26 +192,36 @@ def _twin(cell, suffix: str):
 
 
 # ----------------------------------------------------------------------------------------------- outputs
-def split_full_output(cell, lines_per_slide: int) -> list:
-    """A cell tagged ``slide-full-output``: its long text outputs in pieces of ``lines_per_slide`` lines, each piece
-    a cell of its own on its own sub-slide (the code shows once, above the first piece)."""
+def split_full_output(cell, first_rows: int, rows: int, rows_of=None) -> list:
+    """A cell tagged ``slide-full-output``: its long text outputs in pieces of one sub-slide each. The first piece
+    stays under the code and holds at most ``first_rows`` rows; each later piece is a cell of its own on its own
+    sub-slide and holds at most ``rows``. ``rows_of(line)``: the rows a line wraps to on the slide (default 1)."""
     if FULL_OUTPUT_TAG not in _tags(cell) or cell.cell_type != "code":
         return [cell]
-    first, rest = [], []
+    rows_of = rows_of or (lambda line: 1)
+    pieces: list[list] = [[]]  # the outputs of the cell itself, then of each later sub-slide
+    room = first_rows
     for output in cell.get("outputs", []):
         text = output.get("text") if output.get("output_type") == "stream" else None
-        lines = text.rstrip("\n").split("\n") if text else []
-        if len(lines) <= lines_per_slide:
-            (rest if rest else first).append(output)
+        if not text:
+            pieces[-1].append(output)
             continue
-        for start in range(0, len(lines), lines_per_slide):
-            part = dict(output, text="\n".join(lines[start:start + lines_per_slide]) + "\n")
-            (rest if first or start else first).append(part)
-    cell.outputs = first
+        part: list[str] = []
+        for line in text.rstrip("\n").split("\n"):
+            need = rows_of(line)
+            if need > room and (part or pieces[-1]):  # this piece is full: the line opens the next
+                if part:
+                    pieces[-1].append(dict(output, text="\n".join(part) + "\n"))
+                pieces.append([])
+                part, room = [], rows
+            part.append(line)
+            room -= need
+        pieces[-1].append(dict(output, text="\n".join(part) + "\n"))
+    cell.outputs = pieces[0]
     cells = [cell]
-    for number, output in enumerate(rest, start=1):
+    for number, outputs in enumerate(pieces[1:], start=1):
         twin = _twin(cell, f"full{number}")
-        twin.outputs = [output]
+        twin.outputs = outputs
         twin.metadata["transient"] = {"remove_source": True}
         twin.metadata.setdefault("course_slides", {}).update(continued=True, own_slide=True)
         cells.append(twin)

@@ -233,6 +233,17 @@ def _split_code(cell, g: Geometry) -> list:
     return pieces
 
 
+def _full_output_rows(cell, g: Geometry) -> tuple[int, int]:
+    """Rows of output a ``slide-full-output`` cell shows under its code (below a heading, if one leads the
+    sub-slide), and rows on a sub-slide of their own."""
+    line = g.output_px * g.output_line
+    block = 2 * 6 + g.block_gap_px
+    fold = _slides(cell).get("fold")
+    code = input_height(fold["shown"] if fold else cell.source, g) + (g.text_px * 1.5 if fold else 0)
+    heading = g.h3_px * 1.8
+    return max(1, int((g.budget - code - heading - block) / line)), max(1, int((g.budget - block) / line))
+
+
 def _is_heading_only(cell) -> bool:
     """A markdown cell that is nothing but headings."""
     return cell.cell_type == "markdown" and all(HEADING.match(line) for line in cell.source.strip().splitlines())
@@ -277,7 +288,8 @@ class SlideLayoutPreprocessor(Preprocessor):
                     fold = fold_code(part.source, g.code_lines_shown)
                     if fold:
                         _slides(part)["fold"] = fold
-                    for piece in slide_fit.split_full_output(part, g.output_lines_shown):
+                    first, rows = _full_output_rows(part, g)
+                    for piece in slide_fit.split_full_output(part, first, rows, lambda line: _mono_rows(line, g, g.output_px)):
                         cells.extend(_split_code(piece, g))
             elif cell.cell_type == "markdown":
                 for part in slide_fit.split_prose(cell, markdown_blocks(cell.source)):

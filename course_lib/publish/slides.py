@@ -109,7 +109,11 @@ def css_variables(geometry: Geometry) -> str:
         ".reveal .slides .jp-OutputArea-output table { font-size: var(--slides-output); max-width: 100%; "
         "table-layout: auto; }",
         ".reveal .slides .jp-OutputArea-output td, .reveal .slides .jp-OutputArea-output th "
-        "{ white-space: normal; overflow-wrap: anywhere; line-height: 1.25; padding: 2px 6px; }",
+        "{ white-space: normal; line-height: 1.25; padding: 2px 6px; }",
+        # a word or number in a table breaks only between words, never inside one (a column is as wide as its
+        # longest word); a table that would then be wider than the slide gets a smaller font (TABLE_FIT)
+        ".reveal .slides table th, .reveal .slides table td "
+        "{ overflow-wrap: normal; word-break: normal; hyphens: none; }",
         ".reveal .slides .jp-RenderedMarkdown pre { " + wrap + "; }",
     ]
     return f":root {{ {body}; }}\n" + "\n".join(rules)
@@ -162,8 +166,48 @@ def _cut_lines(text: str, keep: int) -> str:
     return "\n".join(lines[:keep]) + f"\n⋯ {rest} more lines (in the notebook)\n"
 
 
+TABLE_MIN_PX = 16  # the smallest font a table too wide for the slide at the output size is given
+TABLE_EM_PER_CHAR, TABLE_CELL_EM = 0.57, 0.75  # a character of a table, a cell's padding and border, in em (measured)
+
+
+def _cell_words(cell_html: str) -> list[str]:
+    text = html.unescape(re.sub(r"<[^>]+>", " ", cell_html))
+    return text.split() or [""]
+
+
+def fit_table(html_text: str, g: Geometry) -> str:
+    """A table of an output as the slide shows it: hyphenated words in its headers do not break at the hyphen
+    (U+2011), and a table whose longest words (one column cannot be narrower) would not fit the slide's width at
+    the output size gets the largest font that fits, no smaller than :data:`TABLE_MIN_PX`, and the class
+    ``slides-wide-table``."""
+    def headers(match):
+        parts = re.split(r"(<[^>]+>)", match.group(2))
+        parts = [part if part.startswith("<") else re.sub(r"(?<=\w)-(?=\w)", "\u2011", part) for part in parts]
+        return match.group(1) + "".join(parts) + match.group(3)
+
+    html_text = re.sub(r"(<th\b[^>]*>)(.*?)(</th>)", headers, html_text, flags=re.S)
+    columns: dict[int, int] = {}  # characters of the longest word in each column
+    for row in re.findall(r"<tr.*?</tr>", html_text, flags=re.S):
+        for number, cell in enumerate(re.findall(r"<t[dh]\b[^>]*>(.*?)</t[dh]>", row, flags=re.S)):
+            columns[number] = max(columns.get(number, 0), max(len(word) for word in _cell_words(cell)))
+    widest = sum(chars * TABLE_EM_PER_CHAR + TABLE_CELL_EM for chars in columns.values())  # em
+    room = g.content_width - 24  # px: the output area's padding
+    if widest * g.output_px <= room:
+        return html_text
+    px = max(TABLE_MIN_PX, int(room / widest))
+
+    def widen(match):
+        tag = re.sub(r"""\sclass=(["'])""", r" class=\1slides-wide-table ", match.group(0), count=1)
+        if "slides-wide-table" not in tag:
+            tag = tag[:-1] + ' class="slides-wide-table">'
+        return tag[:-1] + f' style="font-size: {px}px" data-slides-em="{widest:.1f}">'
+
+    return re.sub(r"<table\b[^>]*>", widen, html_text, count=1)
+
+
 class SlideOutputsPreprocessor(Preprocessor):
-    """Drop the noise from outputs (stderr, progress bars, widgets), cut long text, replace heavy views."""
+    """Drop the noise from outputs (stderr, progress bars, widgets), cut long text, replace heavy views, fit tables
+    to the slide's width."""
 
     def preprocess_cell(self, cell, resources, index):
         if cell.cell_type != "code" or KEEP_TAG in _tags(cell):
@@ -193,6 +237,10 @@ class SlideOutputsPreprocessor(Preprocessor):
                 html_text = data.get("text/html", "")
                 if html_text and (len(html_text) > HEAVY_HTML_BYTES or "<script" in html_text):
                     output = view_note(output)
+                elif "<table" in html_text:
+                    geometry = resources.get("course_slides", {}).get("geometry") or Geometry()
+                    output = copy.deepcopy(output)
+                    output["data"]["text/html"] = fit_table(html_text, geometry)
                 elif "text/plain" in data and not set(data) & {"text/html", "image/png", "image/svg+xml",
                                                                "image/jpeg", "text/latex", "text/markdown"}:
                     output = copy.deepcopy(output)
