@@ -2,28 +2,34 @@
 1280x720, with every request outside the deck's folder aborted: reveal.js starts and shows the lesson's title;
 no slide's content is taller than the slide once reveal.js has laid it out and MathJax has typeset it; the room
 can read every slide (code and outputs at 22 px or more, no more than about 120 words of prose, no `assert` code,
-no slide holding only a heading, no line running past the right edge, no word of a table broken inside it (a table too
-wide for the slide at 22 px is shrunk, to 16 px at the least), figures as tall as their slide allows, check
-cells shown as their verdict with the check in the speaker notes, outputs tagged slide-full-output never cut); no
-solution is on screen before its exercise's stub and check; every ## section of a lesson whose notes are written
-(teaching_status.py) has speaker notes; the arrow keys move through the deck to its last slide; nothing is
-fetched from the web and no script error happens. Each deck is measured slide by slide once (AUDIT_SLIDES), and
-the tests read that one measurement."""
+no slide holding only a heading, no line running past the right edge, no word of a table broken inside it (a
+table too wide for the slide at 22 px is shrunk, to 16 px at the least), figures as tall as their slide allows
+(those drawn for the slide with their text at 16 px or more), check cells shown as their verdict with the check
+in the speaker notes, outputs tagged slide-full-output never cut); every slide of code or output without its explanation has speaker notes, and the guide's answer keys,
+misconceptions and live-coding moments are in them; no solution is on screen before its exercise's stub and
+check; every ## section of a lesson whose notes are written (teaching_status.py) has speaker notes; the arrow keys
+move through the deck to its last slide; nothing is fetched from the web and no script error happens. Each deck
+is measured slide by slide once (AUDIT_SLIDES), and the tests read that one measurement."""
 from __future__ import annotations
 
+import base64
 import re
+import struct
 from pathlib import Path
 
 import nbformat
 import pytest
 from teaching_status import LESSONS_WITH_TEACHING_NOTES
 
-from course_lib.publish.editions import exercise_names, installed_mathjax, section_budgets, write_slides
+from course_lib.publish.editions import (
+    exercise_names, installed_mathjax, section_budgets, speaker_guide, write_slides,
+)
 from course_lib.publish.slides import TABLE_MIN_PX, Geometry
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
+GUIDE = ROOT / "book" / "instructor_notes.yml"
 LESSONS = sorted(path.stem for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 VIEWPORT = {"width": 1280, "height": 720}
 TIMEOUT_MS = 60_000
@@ -31,6 +37,10 @@ MAX_KEY_PRESSES = 600
 MATH = re.compile(r"\$\$|(?<!\\)\$[^\s$][^$\n]*\$")  # display math, or inline $...$ (code spans taken out first)
 
 MIN_MONO_PX = 22  # code and outputs
+PLOT_TEXT_MIN_PX = 16  # text drawn inside a figure, as the slide shows it
+# Figures drawn for the slide's size, by (lesson, cell id): their smallest text is the smallest `fontsize=` their cell
+# gives (attention_heatmap draws the token labels at it, axis labels and title a point larger).
+SLIDE_SIZED_FIGURES = [("02_attention", "9c730417")]
 MAX_WORDS = 125  # prose (markdown) on one slide: "about 120"
 FREE_BELOW_FIGURE_PX = 240  # a figure narrower than the slide leaves no more than this empty below it
 
@@ -92,9 +102,16 @@ AUDIT_SLIDES = """() => {
       const images = [...slide.querySelectorAll('.jp-OutputArea-output img')].filter(visible)
         .map((img) => ({height: img.offsetHeight, width: img.offsetWidth, room: img.closest('.jp-OutputArea-output').clientWidth}));
       const notes = [...slide.querySelectorAll(':scope > aside.notes')].map((a) => a.textContent.trim()).join(' ');
+      const showsCode = [...slide.querySelectorAll('.jp-CodeCell')].some(visible);
+      const explained = [...slide.querySelectorAll('.jp-RenderedMarkdown')].filter(visible).some((md) => {
+        const copy = md.cloneNode(true);
+        copy.querySelectorAll('h1, h2, h3, h4, h5, h6').forEach((el) => el.remove());
+        return copy.textContent.replace(/¶/g, '').trim() !== '';
+      });
       out.push({h, v, height: slide.scrollHeight, mono: sizes, prose, asserts, clippedLines, clipped,
                 more: more.length, fullCut: more.filter((el) => el.closest('.celltag_slide-full-output')).length,
                 headingOnly, images, verdicts: slide.querySelectorAll('.celltag_slide-verdict').length, notes, wideTables, brokenWords,
+                codeWithoutProse: showsCode && !explained,
                 start: slide.innerText.trim().slice(0, 60)});
     }
   });
@@ -155,7 +172,8 @@ def plain(markdown: str) -> str:
 def decks(tmp_path_factory):
     out = tmp_path_factory.mktemp("slides")
     budgets = section_budgets(ROOT / "book" / "instructor_notes.yml")
-    written = write_slides([ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS], out, timings=budgets)
+    written = write_slides([ROOT / "notebooks" / f"{name}.ipynb" for name in LESSONS], out, timings=budgets,
+                           guide=speaker_guide(GUIDE))
     return {path.name.removesuffix(".slides.html"): path for path in written}
 
 
@@ -304,6 +322,33 @@ def test_outputs_tagged_full_output_are_never_cut(audit, lesson):
     assert not cut, f"outputs tagged slide-full-output cut with 'more lines': {cut}"
 
 
+def png_dpi(data: bytes) -> float:
+    """The resolution matplotlib writes into a PNG (its pHYs chunk), in dots per inch."""
+    position = 8
+    while position < len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        if kind == b"pHYs":
+            return struct.unpack(">I", data[position + 8:position + 12])[0] * 0.0254
+        position += 12 + length
+    raise AssertionError("the PNG states no resolution")
+
+
+@pytest.mark.parametrize("lesson, cell_id", SLIDE_SIZED_FIGURES)
+def test_text_inside_a_figure_drawn_for_the_slide_is_16_px_or_more_on_it(opened, lesson, cell_id):
+    cell = next(c for c in notebook(lesson).cells if c.get("id") == cell_id)
+    points = min(float(size) for size in re.findall(r"fontsize=(\d+(?:\.\d+)?)", cell.source))
+    shown = opened(lesson).page.evaluate("""(id) => {
+      const img = document.querySelector(`img.slides-figure[data-cell="${id}"]`);
+      const at = Reveal.getIndices(img.closest('section'));
+      Reveal.slide(at.h, at.v, 10000);
+      return {width: img.offsetWidth, natural: img.naturalWidth, src: img.src};
+    }""", cell_id)
+    dpi = png_dpi(base64.b64decode(shown["src"].split(",", 1)[1]))
+    px = points * dpi / 72 * shown["width"] / shown["natural"]
+    assert px >= PLOT_TEXT_MIN_PX, (f"{lesson} cell {cell_id}: {points} pt at {dpi:.0f} dpi, drawn {shown['natural']} px "
+                                    f"wide and shown {shown['width']} px wide: {px:.1f} px on the slide")
+
+
 @pytest.mark.parametrize("lesson", LESSONS)
 def test_figures_fill_the_height_their_slide_leaves(audit, lesson):
     height, slides = audit(lesson)
@@ -339,6 +384,22 @@ def test_every_section_is_a_column_with_speaker_notes_where_they_are_written(ope
     if lesson in LESSONS_WITH_TEACHING_NOTES:
         missing = [c["heading"] for c in columns if c["notes"] < 40]
         assert not missing, f"{lesson}: sections without speaker notes: {missing}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_slide_of_code_or_output_without_its_explanation_has_speaker_notes(audit, lesson):
+    _, slides = audit(lesson)
+    unsaid = [where(s) for s in slides if s["codeWithoutProse"] and not s["notes"]]
+    assert not unsaid, f"{lesson}: code or output shown without a word for the presenter: {unsaid}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_each_answer_key_misconception_and_live_coding_moment_of_the_guide_is_in_the_speaker_notes(audit, lesson):
+    _, slides = audit(lesson)
+    notes = " ".join(s["notes"] for s in slides)
+    guide = speaker_guide(GUIDE).get(lesson, {})
+    for label, key in (("Answer key", "answers"), ("Misconception", "misconceptions"), ("Live coding", "live_coding")):
+        assert notes.count(f"{label} (instructor guide)") == len(guide.get(key, [])), f"{lesson}: {key}"
 
 
 @pytest.mark.parametrize("lesson", LESSONS)

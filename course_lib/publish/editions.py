@@ -196,7 +196,8 @@ def copy_mathjax_parts(source: Path, target: Path) -> None:
 
 def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
                  mathjax_dir: str | Path | None = "installed", theme: str = "white",
-                 geometry=None, timings: dict[str, dict[str, float]] | None = None) -> list[Path]:
+                 geometry=None, timings: dict[str, dict[str, float]] | None = None,
+                 guide: dict[str, dict] | None = None) -> list[Path]:
     """reveal.js decks of ``notebooks`` in ``out_dir``, with reveal.js and MathJax copied in (nothing is loaded
     from the web).
 
@@ -204,7 +205,8 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
     holding a MathJax 3 distribution, or None for no math rendering. ``geometry``: a
     :class:`course_lib.publish.slides.Geometry` (default: a 1280x720 slide). ``timings``: minutes per ``##`` section for
     each lesson (``{"02_attention": {"3. Scaled dot-product attention, step by step": 20, ...}}``), shown by the
-    pacing timer of the speaker view (press ``s``).
+    pacing timer of the speaker view (press ``s``). ``guide``: each lesson's answer keys, misconceptions and live-coding
+    moments (:func:`speaker_guide`), added to the speaker notes (:mod:`course_lib.publish.slide_notes`).
     """
     from importlib.resources import files
 
@@ -249,7 +251,8 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
         resources = {"metadata": {"name": path.stem},
                      "course_slides": {"geometry": geometry, "css": css_variables(geometry),
                                        "notes_tag": NOTES_TAG,
-                                       "timings": (timings or {}).get(path.stem, {})}}
+                                       "timings": (timings or {}).get(path.stem, {}),
+                                       "guide": (guide or {}).get(path.stem, {})}}
         body, _ = exporter.from_notebook_node(nb, resources=resources)
         target = out_dir / f"{path.stem}.slides.html"
         target.write_text(body, encoding="utf-8")
@@ -271,3 +274,19 @@ def section_budgets(guide: str | Path) -> dict[str, dict[str, float]]:
         raise EditionError(f"{path} is not valid YAML: {error}") from None
     return {Path(name).stem: dict(entry["budget"]) for name, entry in notes.items()
             if isinstance(entry, dict) and isinstance(entry.get("budget"), dict)}
+
+
+def speaker_guide(guide: str | Path) -> dict[str, dict[str, list]]:
+    """What the speaker notes take from the instructor notes, per lesson (keyed by notebook file name): its
+    ``answers``, ``misconceptions`` and ``live_coding`` entries."""
+    import yaml
+
+    path = Path(guide)
+    if not path.is_file():
+        raise EditionError(f"no instructor notes at {path}")
+    try:
+        notes = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise EditionError(f"{path} is not valid YAML: {error}") from None
+    return {Path(name).stem: {key: list(entry.get(key) or []) for key in ("answers", "misconceptions", "live_coding")}
+            for name, entry in notes.items() if isinstance(entry, dict)}

@@ -15,11 +15,14 @@ Used by :class:`course_lib.publish.slide_layout.SlideLayoutPreprocessor` before 
 * **Whole outputs.** A cell tagged ``slide-full-output`` keeps its text output whole, in pieces of one sub-slide: as
   much as fits under its code, then a full sub-slide per piece.
 * **Figures.** Images are packed at :attr:`Geometry.image_min_px` high (or less, if that is their own height) and
-  then grown into the free height of their sub-slide, never wider than the slide.
+  then grown into the free height of their sub-slide, never wider than the slide; they carry the alt text of their
+  cell (``mystnb.image.alt``) and the cell's id (``data-cell``).
 """
 from __future__ import annotations
 
 import ast
+import html
+import math
 import re
 
 from nbformat.v4 import new_markdown_cell
@@ -50,7 +53,8 @@ def notes_cell(text: str, cell, suffix: str):
     """A speaker-notes cell, attached by the layout to the sub-slide it follows."""
     notes = new_markdown_cell(text)
     notes.metadata["tags"] = [NOTES_TAG]
-    notes.metadata["course_slides"] = {"role": "notes-from-slide"}
+    notes.metadata["course_slides"] = {"role": "notes-from-slide",
+                                       "origin": cell.get("metadata", {}).get("course_slides", {}).get("origin")}
     notes.metadata["slideshow"] = {"slide_type": "notes"}
     if "id" in cell:
         notes["id"] = f"{cell['id']}-{suffix}"[:64]
@@ -195,33 +199,46 @@ def _twin(cell, suffix: str):
 def split_full_output(cell, first_rows: int, rows: int, rows_of=None) -> list:
     """A cell tagged ``slide-full-output``: its long text outputs in pieces of one sub-slide each. The first piece
     stays under the code and holds at most ``first_rows`` rows; each later piece is a cell of its own on its own
-    sub-slide and holds at most ``rows``. ``rows_of(line)``: the rows a line wraps to on the slide (default 1)."""
+    sub-slide and holds at most ``rows``; the pieces share the rows evenly (no sub-slide with a lone last line).
+    ``rows_of(line)``: the rows a line wraps to on the slide (default 1)."""
     if FULL_OUTPUT_TAG not in _tags(cell) or cell.cell_type != "code":
         return [cell]
     rows_of = rows_of or (lambda line: 1)
-    pieces: list[list] = [[]]  # the outputs of the cell itself, then of each later sub-slide
-    room = first_rows
+    lines = []  # (output, line, rows) of every text output, in order; other outputs as (output, None, 0)
     for output in cell.get("outputs", []):
         text = output.get("text") if output.get("output_type") == "stream" else None
-        if not text:
-            pieces[-1].append(output)
+        if text:
+            lines += [(output, line, rows_of(line)) for line in text.rstrip("\n").split("\n")]
+        else:
+            lines.append((output, None, 0))
+    total = sum(need for _, _, need in lines)
+    count = 1 if total <= first_rows else 1 + math.ceil((total - first_rows) / rows)
+    caps = [min(first_rows, math.ceil(total / count))] + [rows] * (count - 1)
+    pieces: list[list] = [[]]  # [output, [lines]] of the cell itself, then of each later sub-slide
+    used, left = 0, total
+    for output, line, need in lines:
+        piece = pieces[-1]
+        if need and used and used + need > caps[len(pieces) - 1] and len(pieces) < count:
+            left -= used
+            caps[len(pieces)] = min(rows, math.ceil(left / (count - len(pieces))))
+            pieces.append([])
+            piece, used = pieces[-1], 0
+        if line is None:
+            piece.append([output, None])
             continue
-        part: list[str] = []
-        for line in text.rstrip("\n").split("\n"):
-            need = rows_of(line)
-            if need > room and (part or pieces[-1]):  # this piece is full: the line opens the next
-                if part:
-                    pieces[-1].append(dict(output, text="\n".join(part) + "\n"))
-                pieces.append([])
-                part, room = [], rows
-            part.append(line)
-            room -= need
-        pieces[-1].append(dict(output, text="\n".join(part) + "\n"))
-    cell.outputs = pieces[0]
+        if not piece or piece[-1][0] is not output:
+            piece.append([output, []])
+        piece[-1][1].append(line)
+        used += need
+
+    def outputs(piece):
+        return [output if text is None else dict(output, text="\n".join(text) + "\n") for output, text in piece]
+
+    cell.outputs = outputs(pieces[0])
     cells = [cell]
-    for number, outputs in enumerate(pieces[1:], start=1):
+    for number, piece in enumerate(pieces[1:], start=1):
         twin = _twin(cell, f"full{number}")
-        twin.outputs = outputs
+        twin.outputs = outputs(piece)
         twin.metadata["transient"] = {"remove_source": True}
         twin.metadata.setdefault("course_slides", {}).update(continued=True, own_slide=True)
         cells.append(twin)
@@ -247,19 +264,21 @@ def grow_images(groups: list[list], g, heights) -> None:
     more than the slide's width allows. ``groups``: the visible cells of each sub-slide; ``heights(cell)``: their
     estimated heights."""
     for group in groups:
-        images = [output for cell in group if cell.cell_type == "code" for output in cell.get("outputs", [])
+        images = [(cell, output) for cell in group if cell.cell_type == "code" for output in cell.get("outputs", [])
                   if "image/png" in output.get("data", {}) and "course_size" in output.get("metadata", {})]
         if not images:
             continue
         free = max(0.0, g.budget - sum(heights(cell) for cell in group))
-        for output in images:
+        for cell, output in images:
             width, height = output["metadata"]["course_size"]
             grown = output["metadata"]["course_packed"] + free / len(images)
             shown = int(min(g.content_width * height / width, grown))
             output["metadata"]["course_shown"] = shown
+            alt = cell.metadata.get("mystnb", {}).get("image", {}).get("alt") or "a figure of the lesson"
             output["data"] = {"text/plain": output["data"].get("text/plain", "a figure"), "text/html": (
-                f'<img class="slides-figure" alt="a figure of the lesson" style="height: {shown}px; width: auto; '
-                f'max-width: 100%" src="data:image/png;base64,{output["data"]["image/png"].strip()}">')}
+                f'<img class="slides-figure" alt="{html.escape(alt)}" data-cell="{html.escape(cell.get("id", ""))}" '
+                f'style="height: {shown}px; width: auto; max-width: 100%" '
+                f'src="data:image/png;base64,{output["data"]["image/png"].strip()}">')}
 
 
 # ----------------------------------------------------------------------------------------------- code folds

@@ -15,7 +15,7 @@ import struct
 
 from nbconvert.preprocessors import Preprocessor
 
-from course_lib.publish import slide_fit
+from course_lib.publish import slide_fit, slide_notes
 from course_lib.publish.slide_fit import fold_code
 from course_lib.publish.slides import (
     BREAK_TAG,
@@ -264,10 +264,13 @@ def _heading_level(cell) -> int:
 class SlideLayoutPreprocessor(Preprocessor):
     """Choose every cell's slide type: slides at ``#``/``##``, sub-slides at ``###`` and wherever the packing
     by estimated height needs one, fragments for code and later explanations; setup cells skipped, long
-    code folded, speaker notes attached to their sub-slide."""
+    code folded, speaker notes attached to their sub-slide (those of the notebook, and those
+    :mod:`course_lib.publish.slide_notes` takes from the lesson and its guide)."""
 
     def preprocess(self, nb, resources):
         g = resources.get("course_slides", {}).get("geometry") or Geometry()
+        explained = slide_notes.explanations(nb.cells)
+        slide_notes.mark_origins(nb.cells)
         cells = []
         for cell in nb.cells:
             cell.setdefault("metadata", {}).pop("slideshow", None)  # hand-set metadata is ignored
@@ -298,6 +301,7 @@ class SlideLayoutPreprocessor(Preprocessor):
                 cells.append(cell)
         self._assign(cells, g)
         slide_fit.grow_images(slide_fit.subslides(cells), g, lambda c: cell_height(c, g))
+        cells = slide_notes.add_notes(cells, explained, resources.get("course_slides", {}).get("guide"))
         self._pace(cells, resources.get("course_slides", {}).get("timings") or {})
         nb.cells = self._attach_notes(cells)
         return nb, resources
@@ -388,15 +392,16 @@ class SlideLayoutPreprocessor(Preprocessor):
     def _attach_notes(cells) -> list:
         """Move each speaker-notes cell right after the cell that opens its sub-slide (outside any fragment)."""
         out: list = []
-        start = None  # index in `out` of the cell that opened the current sub-slide
+        start = None  # index in `out` after the notes of the cell that opened the current sub-slide, in their order
         for cell in cells:
             if NOTES_TAG in _tags(cell):
                 if start is None:
                     out.append(cell)
                 else:
-                    out.insert(start + 1, cell)
+                    out.insert(start, cell)
+                    start += 1
                 continue
             if cell.metadata.get("slideshow", {}).get("slide_type") in ("slide", "subslide") or start is None:
-                start = len(out)
+                start = len(out) + 1
             out.append(cell)
         return out

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _editions_command(args) -> int:
-    from course_lib.publish.editions import EditionError, section_budgets, write_edition, write_editions, write_slides
+    from course_lib.publish.editions import (EditionError, section_budgets, speaker_guide, write_edition,
+                                             write_editions, write_slides)
 
     try:
         if args.command == "editions":
@@ -152,7 +153,8 @@ def _editions_command(args) -> int:
             notebooks = args.notebooks or sorted(args.lessons.glob("[0-9][0-9]_*.ipynb"))
             guide = args.guide or ("book/instructor_notes.yml" if Path("book/instructor_notes.yml").is_file() else None)
             timings = section_budgets(guide) if guide else None
-            written = write_slides(notebooks, args.out, mathjax_dir=args.mathjax, timings=timings)
+            written = write_slides(notebooks, args.out, mathjax_dir=args.mathjax, timings=timings,
+                                   guide=speaker_guide(guide) if guide else None)
     except EditionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
