@@ -18,7 +18,10 @@ metadata in a notebook is ignored):
 * an exercise shows its task, its stub and the call of its check; the solution follows on a sub-slide of its
   own, with the check's output after it;
 * markdown cells tagged ``speaker-notes`` become reveal.js speaker notes (``<aside class="notes">``) of the
-  sub-slide they are in; the student edition and the website leave them out.
+  sub-slide they are in; the student edition and the website leave them out. A sub-slide of code or output without
+  its explanation gets the explanation as notes, and the guide's answer keys, misconceptions and live-coding
+  moments go to the notes of their question's or section's sub-slide (:mod:`course_lib.publish.slide_notes`);
+* table words break only between words; a table too wide for the slide at the output size gets a smaller font.
 
 * a room reads them: code and outputs at 22 px, long lines wrapped; no sub-slide with more than about 120 words of
   prose or with nothing but a heading; check cells shown as their verdict, ``assert`` code in the speaker notes;
