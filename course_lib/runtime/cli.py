@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder with MathJax 3 (tex-chtml.js) to copy in (default: the installed package)")
     slides.add_argument("--guide", default=None, metavar="YAML",
                         help="instructor notes with a minute budget per section, for the speaker view's pacing "
-                             "timer (default: book/instructor_notes.yml when it exists)")
+                             "timer, and answer keys, misconceptions and live-coding moments for the speaker notes "
+                             "(default: book/instructor_notes.yml when it exists)")
     lessons = sub.add_parser("notebooks", help="write the lesson notebooks into a folder (keeps edited ones)")
     lessons.add_argument("folder", help="where to write them (created if missing)")
     lessons.add_argument("--force", action="store_true",
