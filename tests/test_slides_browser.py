@@ -191,6 +191,8 @@ class OpenDeck:
         self.page.wait_for_function("() => window.Reveal && Reveal.isReady()", timeout=TIMEOUT_MS)
         self.page.evaluate("async () => { if (window.MathJax && MathJax.startup) await MathJax.startup.promise; }")
         self.page.evaluate("() => Reveal.configure({transition: 'none', backgroundTransition: 'none'})")
+        # fragments fade in over 0.2 s, and a fading element has no innerText yet: measure them shown at once
+        self.page.add_style_tag(content=".reveal .slides section .fragment { transition: none !important; }")
 
     def _guard(self, route):
         if route.request.url.startswith("file://"):
