@@ -366,7 +366,7 @@ def finetune_csv(data_files: dict[str, str], model_path: str | os.PathLike, outp
     from datasets import load_dataset
     from sklearn.metrics import f1_score
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                              EarlyStoppingCallback, Trainer, TrainingArguments)
+                              EarlyStoppingCallback, PrinterCallback, Trainer, TrainingArguments)
 
     if {"train", "validation", "test"} - set(data_files):
         raise ValueError(f"data_files needs a CSV for each of train, validation and test, got {sorted(data_files)}")
@@ -394,6 +394,7 @@ def finetune_csv(data_files: dict[str, str], model_path: str | os.PathLike, outp
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
                       data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=macro_f1,
                       callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])
+    trainer.remove_callback(PrinterCallback)  # no log lines: the caller gets the numbers back
     trainer.train()  # ends with the best checkpoint (by validation macro F1) loaded
     test_f1 = trainer.evaluate(encoded["test"], metric_key_prefix="test")["test_macro_f1"]  # the test split, once
     return label2id, trainer.state.best_metric, test_f1, dict(trainer.model.config.id2label)

@@ -13,6 +13,94 @@ from course_lib.checks import check
 from course_lib.training import compute_metrics, per_example_loss
 
 
+# ----------------------------------------------------------------------------------------------- 07.csv_finetune
+def _student_finetune(label_order=sorted, best_metric=lambda trainer, encoded: trainer.state.best_metric,
+                      test_average="macro", scale=1.0):
+    """A student's fine-tuning on CSV files, written with datasets and the Trainer, with pluggable details."""
+    def finetune(data_files, model_path, output_dir, *, epochs, batch_size, learning_rate, patience, seed):
+        from datasets import load_dataset
+        from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                                  EarlyStoppingCallback, Trainer, TrainingArguments)
+
+        data = load_dataset("csv", data_files=data_files)
+        names = label_order(set(data["train"]["label"]))
+        label2id = {name: i for i, name in enumerate(names)}
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        encoded = data.map(lambda batch: {**tokenizer(batch["text"], truncation=True, max_length=64),
+                                          "labels": [label2id[name] for name in batch["label"]]},
+                           batched=True, remove_columns=["text", "label"])
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_path, num_labels=len(names), label2id=label2id, id2label={i: n for n, i in label2id.items()})
+        args = TrainingArguments(output_dir, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                                 learning_rate=learning_rate, eval_strategy="epoch", save_strategy="epoch",
+                                 load_best_model_at_end=True, metric_for_best_model="f1_macro", seed=seed,
+                                 report_to="none")
+        trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+                          data_collator=DataCollatorWithPadding(tokenizer),
+                          compute_metrics=lambda p: {"f1_macro": f1_score(p.label_ids, p.predictions.argmax(-1),
+                                                                          average="macro")},
+                          callbacks=[EarlyStoppingCallback(early_stopping_patience=patience)])
+        trainer.train()
+        predictions = trainer.predict(encoded["test"]).predictions.argmax(-1)
+        test_f1 = f1_score(encoded["test"]["labels"], predictions, average=test_average)
+        return label2id, scale * best_metric(trainer, encoded), scale * test_f1, model.config.id2label
+    return finetune
+
+
+def _finetune_with_class_label(data_files, model_path, output_dir, *, epochs, batch_size, learning_rate, patience,
+                               seed):
+    """Right, written another way: ClassLabel (alphabetical names) from class_encode_column, the best model's score
+    on validation re-evaluated after training, the test split through evaluate."""
+    from datasets import load_dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                              EarlyStoppingCallback, Trainer, TrainingArguments)
+
+    data = load_dataset("csv", data_files=data_files).class_encode_column("label")
+    names = data["train"].features["label"].names
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    data = data.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=64), batched=True)
+    model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=len(names),
+                                                               id2label=dict(enumerate(names)),
+                                                               label2id={n: i for i, n in enumerate(names)})
+
+    def metrics(eval_pred):
+        logits, labels = eval_pred
+        return {"macro_f1": f1_score(labels, np.argmax(logits, axis=1), average="macro")}
+
+    trainer = Trainer(model=model, train_dataset=data["train"], eval_dataset=data["validation"],
+                      args=TrainingArguments(output_dir, eval_strategy="epoch", save_strategy="epoch",
+                                             num_train_epochs=epochs, learning_rate=learning_rate, seed=seed,
+                                             per_device_train_batch_size=batch_size, load_best_model_at_end=True,
+                                             metric_for_best_model="macro_f1", greater_is_better=True,
+                                             report_to=[]),
+                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=metrics,
+                      callbacks=[EarlyStoppingCallback(patience)])
+    trainer.train()
+    best = trainer.evaluate()["eval_macro_f1"]   # the best checkpoint is loaded: its validation score
+    test = trainer.evaluate(data["test"], metric_key_prefix="test")["test_macro_f1"]
+    return model.config.label2id, best, test, model.config.id2label
+
+
+def test_correct_csv_finetuning_written_differently_also_passes():
+    assert check("07.csv_finetune", _student_finetune()).passed
+    assert check("07.csv_finetune", _finetune_with_class_label).passed
+
+
+# ----------------------------------------------------------------------------------------------- 07.llrd
+def test_correct_layerwise_rates_written_differently_also_pass():
+    def rates_by_module(model, learning_rate, decay):
+        layers = model.bert.encoder.layer
+        rates = {name: learning_rate for name, _ in model.named_parameters()}  # head and pooler
+        for i, layer in enumerate(layers):
+            for name, _ in layer.named_parameters():
+                rates[f"bert.encoder.layer.{i}.{name}"] = learning_rate * decay ** (len(layers) - i)
+        for name, _ in model.bert.embeddings.named_parameters():
+            rates[f"bert.embeddings.{name}"] = learning_rate * decay ** (len(layers) + 1)
+        return rates
+
+    assert check("07.llrd", rates_by_module).passed
+
+
 def test_correct_answers_written_differently_also_pass():
     def metrics_with_numpy(eval_pred):
         logits, labels = eval_pred
@@ -120,6 +208,30 @@ WRONG = [
     pytest.param("07.freeze", _freeze_returning_the_head, "expected", id="returns-head"),
     # only the body's Linear layers frozen, as if embeddings had no weights to train
     pytest.param("07.freeze", _freeze_linear_layers_only, "expected", id="linear-layers-only"),
+    # label ids numbered from the reverse-sorted names
+    pytest.param("07.csv_finetune", _student_finetune(label_order=lambda names: sorted(names, reverse=True)),
+                 "label2id:", id="reverse-sorted-ids"),
+    # the last logged validation score, not the best checkpoint's
+    pytest.param("07.csv_finetune", _student_finetune(best_metric=lambda trainer, encoded: [
+        entry["eval_f1_macro"] for entry in trainer.state.log_history if "eval_f1_macro" in entry][-1]),
+                 "best validation macro F1", id="last-logged-validation"),
+    # weighted F1 on the test split
+    pytest.param("07.csv_finetune", _student_finetune(test_average="weighted"), "the test macro F1:",
+                 id="weighted-test-f1"),
+    # percentages
+    pytest.param("07.csv_finetune", _student_finetune(scale=100.0), "best validation macro F1", id="percent"),
+    # the embeddings forgotten: they keep the head's rate
+    pytest.param("07.llrd", lambda model, lr, decay: {
+        name: lr * decay ** (model.config.num_hidden_layers - int(name.split(".")[3]))
+        if ".layer." in name else lr for name, _ in model.named_parameters()}, "embeddings", id="embeddings-forgotten"),
+    # one factor too few: the top layer keeps the full rate
+    pytest.param("07.llrd", lambda model, lr, decay: {
+        name: lr * decay ** (model.config.num_hidden_layers - 1 - int(name.split(".")[3])) if ".layer." in name
+        else lr * decay ** model.config.num_hidden_layers if "embeddings" in name else lr
+        for name, _ in model.named_parameters()}, "layer", id="top-layer-undecayed"),
+    # param groups for the optimizer instead of a rate per name
+    pytest.param("07.llrd", lambda model, lr, decay: [{"params": list(model.parameters()), "lr": lr}],
+                 "expected a dict", id="param-groups"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""Exercises of lesson 07 (fine-tuning): metrics for the Trainer, per-example loss, freezing the body.
+"""Exercises of lesson 07 (fine-tuning): metrics for the Trainer, per-example loss, freezing the body. The
+Trainer exercises (your own CSV, layer-wise learning rates) are in :mod:`course_lib.checks.lesson07_trainer`.
 
 The references are the course's tested helpers in :mod:`course_lib.training`: ``compute_metrics``,
 ``per_example_loss`` and ``freeze_body``."""
@@ -73,6 +74,7 @@ _METRICS_CASES = [
 ]
 
 register(Exercise("07.metrics", "accuracy and weighted F1 from (logits, labels)", compute_metrics, cases=_METRICS_CASES,
+    level="warm-up", minutes=10,
     mistakes=[
         Mistake(_metrics_wrong_axis, "logits have shape (examples, classes): take argmax over the last axis "
                                      "(axis=-1) to get one predicted class per example."),
@@ -121,6 +123,7 @@ _LOSS_CASES = [
 ]
 
 register(Exercise("07.loss", "cross-entropy of each example (no averaging)", per_example_loss, cases=_LOSS_CASES,
+    level="warm-up", minutes=5,
     mistakes=[
         Mistake(_loss_mean, "that is the mean over the batch (one number); error analysis needs one loss per "
                             "example: a tensor of shape (N,)."),
@@ -196,6 +199,7 @@ _FREEZE_CASES = [Case((16, 2, 2), label="hidden 16, 2 classes, 2 body layers"),
 register(Exercise("07.freeze", "freeze the body, keep the classification head trainable", freeze_body,
     cases=_FREEZE_CASES,
     adapt=_trainable_after,  # the answer changes a model in place: compare what is left trainable
+    level="warm-up", minutes=2,
     mistakes=[
         Mistake(_freeze_everything, "nothing can learn now: the classifier was frozen too. Freeze only "
                                     "model.base_model's parameters."),
@@ -207,3 +211,4 @@ register(Exercise("07.freeze", "freeze the body, keep the classification head tr
                                       "round."),
     ],
 ))
+
