@@ -360,9 +360,8 @@ def finetune_csv(data_files: dict[str, str], model_path: str | os.PathLike, outp
                  seed: int = DEFAULT_SEED, max_length: int = 64):
     """Fine-tune a classifier on CSV files (columns ``text`` and ``label``, labels as strings) with a train,
     validation and test file: label ids from the sorted label names, evaluation on validation every epoch, early
-    stopping and the best checkpoint by validation macro F1, then the test split once.
-
-    Returns ``(label2id, best validation macro F1, test macro F1, the trained model's config.id2label)``."""
+    stopping and the best checkpoint by validation macro F1, then the test split once. Returns ``(label2id, best
+    validation macro F1, test macro F1, the trained model's config.id2label)``."""
     from datasets import load_dataset
     from sklearn.metrics import f1_score
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,

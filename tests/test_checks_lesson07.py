@@ -211,10 +211,10 @@ WRONG = [
     # label ids numbered from the reverse-sorted names
     pytest.param("07.csv_finetune", _student_finetune(label_order=lambda names: sorted(names, reverse=True)),
                  "label2id:", id="reverse-sorted-ids"),
-    # the last logged validation score, not the best checkpoint's
-    pytest.param("07.csv_finetune", _student_finetune(best_metric=lambda trainer, encoded: [
-        entry["eval_f1_macro"] for entry in trainer.state.log_history if "eval_f1_macro" in entry][-1]),
-                 "best validation macro F1", id="last-logged-validation"),
+    # the maps mixed up: id2label returned where label2id belongs (the last logged validation score instead of the
+    # best one is not listed: on this tiny case the validation score does not move, so the two agree)
+    pytest.param("07.csv_finetune", lambda *args, **settings: (lambda result: (result[3], *result[1:]))(
+        _student_finetune()(*args, **settings)), "label2id:", id="id2label-as-label2id"),
     # weighted F1 on the test split
     pytest.param("07.csv_finetune", _student_finetune(test_average="weighted"), "the test macro F1:",
                  id="weighted-test-f1"),

@@ -1,10 +1,5 @@
-"""Where each cell of a lecture deck goes: the estimated heights of cells on a slide, the folding of long code, and
-the packing of cells into slides and sub-slides (:class:`SlideLayoutPreprocessor`).
-
-The last of the course's preprocessors in ``resources/slides_template/conf.json``; it runs after the outputs and
-exercises preprocessors of :mod:`course_lib.publish.slides`, whose :class:`~course_lib.publish.slides.Geometry` gives
-the sizes the heights are estimated from. The rules it follows are listed in that module's docstring.
-"""
+"""Where each cell of a lecture deck goes (:class:`SlideLayoutPreprocessor`): estimated heights on a slide, long code
+folded, cells packed into slides and sub-slides. It runs last, after the preprocessors of :mod:`.slides`."""
 from __future__ import annotations
 
 import base64
@@ -61,10 +56,8 @@ def markdown_blocks(source: str) -> list[str]:
 
 def markdown_height(source: str, g: Geometry) -> float:
     """Estimated height of rendered markdown on the slide."""
-    text_cpl = g.chars_per_line(g.text_px, g.text_em_per_char)
-    code_cpl = g.chars_per_line(g.code_px, g.mono_em_per_char)
-    text_line = g.text_px * g.text_line
-    height = 0.0
+    text_cpl, code_cpl = g.chars_per_line(g.text_px, g.text_em_per_char), g.chars_per_line(g.code_px, g.mono_em_per_char)
+    text_line, height = g.text_px * g.text_line, 0.0
     for block in markdown_blocks(source):
         lines = block.splitlines()
         if lines[0].strip().startswith("```"):
