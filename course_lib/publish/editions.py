@@ -260,18 +260,23 @@ def write_slides(notebooks: list[str | Path], out_dir: str | Path = "slides",
     return written
 
 
-def section_budgets(guide: str | Path) -> dict[str, dict[str, float]]:
-    """Minutes per ``##`` section of each lesson, from the instructor notes (``budget:`` of each lesson entry,
-    keyed by notebook file name): ``{"02_attention": {"1. A sentence and the encoder": 5, ...}}``."""
+def _instructor_notes(guide: str | Path) -> dict:
+    """The instructor notes YAML as a dict; a clear error for a missing file or invalid YAML."""
     import yaml
 
     path = Path(guide)
     if not path.is_file():
         raise EditionError(f"no instructor notes at {path}")
     try:
-        notes = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise EditionError(f"{path} is not valid YAML: {error}") from None
+
+
+def section_budgets(guide: str | Path) -> dict[str, dict[str, float]]:
+    """Minutes per ``##`` section of each lesson, from the instructor notes (``budget:`` of each lesson entry,
+    keyed by notebook file name): ``{"02_attention": {"1. A sentence and the encoder": 5, ...}}``."""
+    notes = _instructor_notes(guide)
     return {Path(name).stem: dict(entry["budget"]) for name, entry in notes.items()
             if isinstance(entry, dict) and isinstance(entry.get("budget"), dict)}
 
@@ -279,14 +284,6 @@ def section_budgets(guide: str | Path) -> dict[str, dict[str, float]]:
 def speaker_guide(guide: str | Path) -> dict[str, dict[str, list]]:
     """What the speaker notes take from the instructor notes, per lesson (keyed by notebook file name): its
     ``answers``, ``misconceptions`` and ``live_coding`` entries."""
-    import yaml
-
-    path = Path(guide)
-    if not path.is_file():
-        raise EditionError(f"no instructor notes at {path}")
-    try:
-        notes = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise EditionError(f"{path} is not valid YAML: {error}") from None
+    notes = _instructor_notes(guide)
     return {Path(name).stem: {key: list(entry.get(key) or []) for key in ("answers", "misconceptions", "live_coding")}
             for name, entry in notes.items() if isinstance(entry, dict)}
