@@ -27,7 +27,7 @@ lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 ## Set up if needed, prepare assets, and run every test (unit, equivalence, browser, notebooks); then the numeric
-## tests and lessons 00-06 once more under a second floating-point configuration (docs/notebook_policy.md).
+## tests and lessons 00-03 and 05 once more under a second floating-point configuration (docs/notebook_policy.md).
 test: setup
 	bash scripts/ensure-chromium.sh
 	$(PY) -m course_lib prepare
@@ -35,7 +35,7 @@ test: setup
 	$(MAKE) --no-print-directory test-numerics
 
 ## The numeric tests and the notebooks under the alternate configuration (portable kernels, one thread); the
-## lessons that train for minutes (07, 08) only in test-numerics-all, which runs before a release.
+## lessons that train or fit for minutes (04, 06, 07, 08) only in test-numerics-all, which runs before a release.
 test-numerics: setup
 	env $$($(PY) scripts/kernel_env.py alternate) $(PY) -m pytest -m numeric $(PYTEST_ARGS)
 

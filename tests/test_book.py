@@ -6,6 +6,7 @@ while the introduction, setup and instructors pages are always checked.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import sys
@@ -61,6 +62,13 @@ def cells_tagged(notebook, tag: str) -> list:
 
 
 def soup(path: Path) -> BeautifulSoup:
+    """The parsed page, parsed once per version of the file (a lesson's page is megabytes; tests only read it)."""
+    path = Path(path).resolve()
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: Path, _version: int) -> BeautifulSoup:
     return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 

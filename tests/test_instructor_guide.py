@@ -9,6 +9,7 @@ the term plan names every lesson once and assigns only exercises of that lesson.
 """
 from __future__ import annotations
 
+import functools
 import copy
 import importlib.util
 import json
@@ -312,6 +313,13 @@ def test_website_drops_speaker_notes_and_gives_each_solution_cell_its_exercise(t
 # The guide pages of the real website (built once per test session, see conftest.book_build).
 
 def soup(path: Path) -> BeautifulSoup:
+    """The parsed page, parsed once per version of the file (a lesson's page is megabytes; tests only read it)."""
+    path = Path(path).resolve()
+    return _parsed(path, path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _parsed(path: Path, _version: int) -> BeautifulSoup:
     return BeautifulSoup(path.read_text(encoding="utf-8"), "html.parser")
 
 
