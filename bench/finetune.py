@@ -3,13 +3,14 @@ encoder, to reach a validation accuracy of at least ``--target`` (0.80) on the c
 
     python bench/finetune.py [--device cuda] [--seeds 0 1 2] [--target 0.8] [--quick]
 
-Three recipes fine-tune the same model, ``AutoModelForSequenceClassification`` on the course encoder
-(all-MiniLM-L6-v2) with a fresh two-class head, on the same training split, and are scored on the same fixed
-validation subset every ``EVAL_EVERY_EXAMPLES`` training examples (the same data interval for every batch size):
+The recipes fine-tune the same pretrained encoder (all-MiniLM-L6-v2) with a fresh two-class head, on the same
+training split, and are scored on the same fixed validation subset every ``EVAL_EVERY_EXAMPLES`` training examples (the same data interval for every batch size):
 
-* ``course``: lesson 07's ``TrainingArguments``: batch 32, lr 1e-4, weight decay 0.01, 10% linear warm-up,
-  each batch padded to its own longest review by ``DataCollatorWithPadding``, reviews of similar length grouped
-  into one batch, bf16 autocast where the CPU or GPU computes bf16 natively, PyTorch's fused (SDPA) attention;
+* ``course``: lesson 07's model and ``TrainingArguments``: the encoder's hidden states averaged over the real
+  tokens into a two-class head, batch 32, lr 1e-4, weight decay 0.01, 10% linear warm-up, each batch padded to
+  its own longest review by ``DataCollatorWithPadding``, reviews of similar length grouped into one batch,
+  PyTorch's fused (SDPA) attention, float32 (what every CPU computes); ``course, bfloat16``, the same with bf16
+  autocast, runs beside it where the CPU or GPU computes bf16 natively;
 * ``hf-default``: what a user copies from the Hugging Face course: ``Trainer`` defaults (read from
   ``TrainingArguments()`` at run time: batch 8, lr 5e-5, no weight decay, no warm-up, linear decay over 3 epochs,
   AdamW, gradient clipping at 1.0), ``DataCollatorWithPadding``, random batches, float32, SDPA attention;
@@ -34,6 +35,7 @@ import argparse
 import math
 import time
 from dataclasses import asdict, dataclass, replace
+from types import SimpleNamespace
 
 import course_lib  # noqa: F401  (offline mode before transformers is imported)
 import torch
@@ -71,26 +73,40 @@ class Recipe:
     attention: str  # "sdpa" (PyTorch's fused kernel) or "eager" (scores and weights materialised)
     source: str  # where the recipe comes from, in a few words
     same_arithmetic_as: str | None = None  # the recipe whose run gives this one's steps, where it is too slow
+    pooling: str = "pooler"  # "pooler": [CLS] through BERT's pooler (AutoModelForSequenceClassification); "mean"
+    freeze_embeddings: bool = False  # keep the token, position and type embeddings as pretrained (no update)
+    layer_decay: float = 1.0  # layer-wise learning-rate decay: layer l of L trains at lr x decay^(L - l)
 
     def __post_init__(self):
+        if self.pooling not in ("pooler", "mean"):
+            raise ValueError(f"pooling must be 'pooler' or 'mean', got {self.pooling!r}")
         if self.attention not in ("sdpa", "eager"):
             raise ValueError(f"attention must be 'sdpa' or 'eager', got {self.attention!r}")
         if self.batch_size < 1 or self.learning_rate <= 0 or self.schedule_epochs <= 0:
             raise ValueError(f"need batch_size >= 1, learning_rate > 0 and schedule_epochs > 0, got "
                              f"{self.batch_size}, {self.learning_rate}, {self.schedule_epochs}")
+        if not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.pad_to is not None and self.pad_to < 2:
             raise ValueError(f"pad_to must be None or at least 2 tokens, got {self.pad_to}")
 
 
 def course_recipe() -> Recipe:
-    """Lesson 07's settings (course_lib.training.training_arguments) with the quick profile's one-epoch schedule,
-    and the bf16 autocast lesson 07 uses on a GPU here also on a CPU that computes bf16 natively (lesson 07
-    itself trains in float32 on a CPU)."""
+    """The course's recipe, in float32: what every CPU computes (chosen by ``bench/recipe_search.py`` on the
+    stopping set over three seeds; ``bench/results/recipe_search.md``)."""
     return Recipe("course", batch_size=32, learning_rate=1e-4, weight_decay=0.01, warmup_share=0.1,
-                  schedule_epochs=1.0, pad_to=None, group_by_length=True, mixed_precision=True, attention="sdpa",
-                  source="lesson 07's TrainingArguments (batch 32, lr 1e-4 = 5e-5 x sqrt(32/8), length-grouped, "
-                         "schedule over the quick profile's 1 epoch) with the bf16 autocast lesson 07 uses on a GPU, "
-                         "here also on a CPU that computes bf16 natively")
+                  schedule_epochs=1.0, pad_to=None, group_by_length=True, mixed_precision=False, attention="sdpa",
+                  pooling="mean",
+                  source="lesson 07's model and TrainingArguments: mean pooling over the real tokens (the pooling the "
+                         "encoder was trained with), batch 32, lr 1e-4 = 5e-5 x sqrt(32/8), 10% warm-up, "
+                         "length-grouped, schedule over the quick profile's 1 epoch")
+
+
+def course_mixed_recipe() -> Recipe:
+    """The course recipe with bf16 autocast (fp16 on a GPU without bf16): run where the hardware computes it
+    natively, beside the float32 column."""
+    return replace(course_recipe(), name="course, bf16", mixed_precision=True,
+                   source="the course recipe with bf16 autocast, where the CPU or GPU computes bf16 natively")
 
 
 def hf_default_recipe() -> Recipe:
@@ -173,14 +189,42 @@ def batches(loader: DataLoader):
 
 
 # ----------------------------------------------------------------------------------------------- model
+class MeanPooledClassifier(torch.nn.Module):
+    """The encoder's last hidden states averaged over the real tokens (the pooling all-MiniLM-L6-v2 was trained
+    with), dropout, then a linear two-class head; returns an object with ``.logits`` like a transformers model."""
+
+    def __init__(self, encoder, num_labels: int = 2):
+        super().__init__()
+        self.encoder_model, self.config = encoder, encoder.config
+        self.dropout = torch.nn.Dropout(encoder.config.hidden_dropout_prob)
+        self.classifier = torch.nn.Linear(encoder.config.hidden_size, num_labels)
+        torch.nn.init.normal_(self.classifier.weight, std=encoder.config.initializer_range)  # as transformers does
+        torch.nn.init.zeros_(self.classifier.bias)
+
+    @property
+    def base_model(self):
+        return self.encoder_model
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        hidden = self.encoder_model(input_ids=input_ids, attention_mask=attention_mask,
+                                    token_type_ids=token_type_ids).last_hidden_state  # (B, T, D)
+        weights = attention_mask[..., None].to(hidden.dtype)  # (B, T, 1): 1 on real tokens
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # (B, D)
+        return SimpleNamespace(logits=self.classifier(self.dropout(pooled)))  # (B, 2)
+
+
 def new_classifier(recipe: Recipe, seed: int, device: torch.device):
     """The pretrained encoder with a fresh two-class head (initialised from ``seed``), in training mode."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     seed_everything(seed)
     with common.quiet_transformers():  # its load report lists the fresh head as missing weights: expected
-        model = AutoModelForSequenceClassification.from_pretrained(
-            encoder_path(), num_labels=2, attn_implementation=recipe.attention)
+        if recipe.pooling == "mean":
+            model = MeanPooledClassifier(AutoModel.from_pretrained(encoder_path(), add_pooling_layer=False,
+                                                                   attn_implementation=recipe.attention))
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                encoder_path(), num_labels=2, attn_implementation=recipe.attention)
     return model.to(device).train()
 
 
@@ -206,6 +250,25 @@ def accuracy(model, features: list[dict], tokenizer, device: torch.device) -> fl
     return correct / len(features)
 
 
+def parameter_groups(model, recipe: Recipe) -> list[dict]:
+    """The optimiser's parameter groups: every trainable parameter at ``recipe.learning_rate``, or, with layer
+    decay, each encoder layer at ``lr x decay^(L - l)`` (the embeddings at ``decay^(L + 1)``, the pooler and head
+    at the full rate). With ``freeze_embeddings`` the embeddings get no gradient at all."""
+    encoder = model.base_model
+    if recipe.freeze_embeddings:
+        encoder.embeddings.requires_grad_(False)
+    layers = encoder.encoder.layer
+    depth = {id(p): i + 1 for i, layer in enumerate(layers) for p in layer.parameters()}
+    depth |= {id(p): 0 for p in encoder.embeddings.parameters()}
+    top = len(layers) + 1  # pooler and classifier
+    groups: dict[int, list] = {}
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            groups.setdefault(depth.get(id(parameter), top), []).append(parameter)
+    return [{"params": params, "lr": recipe.learning_rate * recipe.layer_decay ** (top - level)}
+            for level, params in sorted(groups.items())]
+
+
 class Trainee:
     """A fresh classifier with its optimiser, schedule and batches for one recipe and seed; counts its work."""
 
@@ -220,7 +283,7 @@ class Trainee:
         self.model = new_classifier(recipe, seed, device)
         self.dtype = autocast_dtype(recipe, device)
         scheduled = math.ceil(recipe.schedule_epochs * len(self.loader))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=recipe.learning_rate,
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, recipe), lr=recipe.learning_rate,
                                            weight_decay=recipe.weight_decay, fused=True)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, math.ceil(recipe.warmup_share * scheduled),
                                                          scheduled)
@@ -384,23 +447,32 @@ def summarize(runs: list[dict], recipes: list[Recipe]) -> dict:
             "seconds_per_step": common.spread([run["seconds_per_step"] for run in mine]),
             "final_accuracy": common.spread([run["final_accuracy"] for run in mine]),
         }
-    course = out["course"]
-    speedups = {}
-    for recipe in recipes:
-        if recipe.name == "course":
-            continue
-        other = out[recipe.name]
-        valid = course["all_reached"] and other["all_reached"]
-        per_seed = [o["time_to_target"] / c["time_to_target"] for c, o in
-                    zip((r for r in runs if r["recipe"] == "course"), (r for r in runs if r["recipe"] == recipe.name))
-                    ] if valid else []
-        speedups[recipe.name] = {
-            "valid": valid,  # a speed claim holds only where both recipes reached the target on every seed
-            "median_time_ratio": other["time_to_target"]["median"] / course["time_to_target"]["median"]
-            if valid else None,
-            "per_seed": common.spread(per_seed) if valid else None,
-        }
-    out["speedup_of_course_over"] = speedups
+
+    def speedups_of(reference: str) -> dict:
+        """Each other (non-course) recipe's median time over ``reference``'s, where both reached on every seed."""
+        mine = out[reference]
+        speedups = {}
+        for recipe in recipes:
+            if recipe.name.startswith("course"):
+                continue
+            other = out[recipe.name]
+            valid = mine["all_reached"] and other["all_reached"]
+            per_seed = [o["time_to_target"] / c["time_to_target"] for c, o in
+                        zip((r for r in runs if r["recipe"] == reference),
+                            (r for r in runs if r["recipe"] == recipe.name))] if valid else []
+            speedups[recipe.name] = {
+                "valid": valid,  # a speed claim holds only where both recipes reached the target on every seed
+                "median_time_ratio": other["time_to_target"]["median"] / mine["time_to_target"]["median"]
+                if valid else None,
+                "per_seed": common.spread(per_seed) if valid else None,
+            }
+        return speedups
+
+    out["speedup_of_course_over"] = speedups_of("course")  # the float32 column: every CPU
+    mixed = [recipe.name for recipe in recipes if recipe.name.startswith("course, ")]
+    if mixed:  # the reduced-precision column, where the hardware computes it natively
+        out["course_mixed"] = mixed[0]
+        out["speedup_of_course_mixed_over"] = speedups_of(mixed[0])
     return out
 
 
@@ -449,6 +521,9 @@ def run(device: torch.device, quick: bool = False, seeds: tuple[int, ...] = (0, 
     max_examples = 64 if quick else math.ceil(MAX_EPOCHS * data["train_rows"])
     recipes = [course_recipe(), hf_default_recipe(), naive_recipe(naive_max_length or (64 if quick else
                                                                                         NAIVE_MAX_LENGTH))]
+    mixed = autocast_dtype(course_mixed_recipe(), device)  # None on a CPU without native bf16
+    if mixed is not None:
+        recipes.insert(1, replace(course_mixed_recipe(), name=f"course, {precision_name(mixed)}"))
     if extrapolate is None:  # a GPU runs the naive recipe to the target; a CPU would take hours
         extrapolate = device.type == "cpu"
     timed_steps = 1 if quick else TIMED_STEPS
@@ -467,7 +542,7 @@ def run(device: torch.device, quick: bool = False, seeds: tuple[int, ...] = (0, 
             runs.append(result)
 
     course = recipes[0]
-    dtypes = ["float32"] + (["bfloat16"] if autocast_dtype(course, device) == torch.bfloat16 else [])
+    dtypes = ["float32"] + (["bfloat16"] if mixed == torch.bfloat16 else [])
     peaks = flops.measure_peaks(device, dtypes, quick)
     log("  peak matmul: " + ", ".join(f"{name} {p['flops_per_second'] / 1e9:.1f} GFLOP/s (n={p['size']})"
                                       for name, p in peaks["peaks"].items()))

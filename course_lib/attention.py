@@ -107,12 +107,21 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
 
 # ----------------------------------------------------------------------------------------------- KV cache
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far; each forward pass appends the new ones."""
+    """Keys and values of every layer for the tokens seen so far; each forward pass appends the new ones.
 
-    def __init__(self, num_layers: int):
+    ``capacity``: tokens to reserve up front (``generate`` knows how many it will need). The new keys and values
+    are then written into that storage instead of being concatenated to a new tensor at every step; past the
+    capacity (or without one) the cache grows by concatenation. ``keys[layer]`` is always the filled part.
+    """
+
+    def __init__(self, num_layers: int, capacity: int | None = None):
         positive_int("KVCache(num_layers)", num_layers)
+        if capacity is not None:
+            positive_int("KVCache(capacity)", capacity)
+        self.capacity = capacity
         self.keys: list[Tensor | None] = [None] * num_layers  # each (B, G, S, d)
         self.values: list[Tensor | None] = [None] * num_layers
+        self._storage: list[tuple[Tensor, Tensor] | None] = [None] * num_layers  # each (B, G, capacity, d) x 2
 
     @property
     def length(self) -> int:
@@ -128,8 +137,19 @@ class KVCache:
         if held is not None and (held.shape[:2] != key.shape[:2] or held.shape[-1] != key.shape[-1]):
             raise CourseInputError(f"layer {layer} caches keys of shape {tuple(held.shape)} (batch, heads, tokens, "
                                    f"head_dim); this step's are {tuple(key.shape)}: use a new KVCache per batch")
-        if self.keys[layer] is not None:
-            key = torch.cat([self.keys[layer], key], dim=-2)
+        start = 0 if held is None else held.shape[-2]
+        end = start + key.shape[-2]
+        if held is None and self.capacity is not None and end <= self.capacity:
+            B, G, _, d = key.shape
+            self._storage[layer] = (key.new_empty(B, G, self.capacity, d), value.new_empty(B, G, self.capacity, d))
+        storage = self._storage[layer]
+        if storage is not None and end <= self.capacity:
+            storage[0][:, :, start:end] = key  # written in place: no new tensor per step
+            storage[1][:, :, start:end] = value
+            key, value = storage[0][:, :, :end], storage[1][:, :, :end]  # (B, G, S, d) views
+        elif held is not None:
+            self._storage[layer] = None  # past the reserved tokens: grow by concatenation from here on
+            key = torch.cat([held, key], dim=-2)
             value = torch.cat([self.values[layer], value], dim=-2)
         self.keys[layer], self.values[layer] = key, value
         return key, value

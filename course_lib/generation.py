@@ -150,7 +150,8 @@ def generate(
     was_training = model.training
     model.eval()
     context = model.config.context_length
-    cache = KVCache(model.config.num_layers) if use_cache else None
+    reserve = min(input_ids.shape[1] + max_new_tokens, context)  # every token the cache will hold
+    cache = KVCache(model.config.num_layers, capacity=max(reserve, 1)) if use_cache else None
     ids, mask = input_ids, attention_mask  # (B, T), (B, T) or None
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)  # (B,)
     try:

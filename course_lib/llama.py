@@ -237,8 +237,10 @@ class GroupedQueryAttention(nn.Module):
         self.value = nn.Linear(config.dim, config.num_kv_heads * config.head_dim, bias=False)
         self.out = nn.Linear(config.num_heads * config.head_dim, config.dim, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
-                cache: KVCache | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None = None,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        """``need_weights=False`` calls PyTorch's fused kernel, which shares each key/value head among its query
+        heads itself (``enable_gqa``), and returns ``None`` weights."""
         B, T, _ = x.shape
         q = self.query(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, d)
         k = self.key(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, d)
@@ -246,9 +248,12 @@ class GroupedQueryAttention(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # positions enter here, not in the embeddings
         if cache is not None:
             k, v = cache.update(self.layer_index, k, v)  # (B, G, S, d)
-        group = self.num_heads // self.num_kv_heads
-        k, v = repeat_kv(k, group), repeat_kv(v, group)  # (B, H, S, d) each
-        y, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d), (B, H, T, S)
+        if need_weights:
+            group = self.num_heads // self.num_kv_heads
+            k, v = repeat_kv(k, group), repeat_kv(v, group)  # (B, H, S, d) each
+            y, weights = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, d), (B, H, T, S)
+        else:
+            y, weights = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True), None  # (B, H, T, d)
         y = y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim)  # (B, T, H*d)
         return self.out(y), weights  # (B, T, D)
 
@@ -276,9 +281,9 @@ class LlamaBlock(nn.Module):
         self.mlp_norm = RMSNorm(config.dim, config.norm_eps)
         self.mlp = SwiGLU(config.dim, config.hidden_dim)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor,
-                cache: KVCache | None = None) -> tuple[Tensor, Tensor]:
-        attended, weights = self.attn(self.attn_norm(x), cos, sin, mask, cache)
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, cache: KVCache | None = None,
+                need_weights: bool = True) -> tuple[Tensor, Tensor | None]:
+        attended, weights = self.attn(self.attn_norm(x), cos, sin, mask, cache, need_weights=need_weights)
         x = x + attended  # (B, T, D)
         x = x + self.mlp(self.mlp_norm(x))  # (B, T, D)
         return x, weights
@@ -320,7 +325,8 @@ class LlamaForCausalLM(nn.Module):
         x = self.embed(input_ids)  # (B, T, D)
         attentions = []
         for block in self.blocks:
-            x, weights = block(x, cos.to(x.dtype), sin.to(x.dtype), mask, cache)  # (B, T, D), (B, H, T, S)
+            x, weights = block(x, cos.to(x.dtype), sin.to(x.dtype), mask, cache,
+                               need_weights=output_attentions)  # (B, T, D), (B, H, T, S) or None
             attentions.append(weights)
         logits = self.lm_head(self.norm(x))  # (B, T, V)
         loss = language_model_loss(logits, targets)

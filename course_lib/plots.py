@@ -15,6 +15,14 @@ CLASS_CMAPS = ("Reds", "Blues", "Greens", "Oranges", "Purples", "Greys")
 TITLE_SIZE, LABEL_SIZE, TICK_SIZE = 12, 11, 10
 
 
+def readable(fig, size: float = 16):
+    """Every text of ``fig`` (titles, labels, ticks, legends, annotations) at least ``size`` points, so that it
+    stays legible when the figure is projected on a slide; returns the figure."""
+    for text in fig.findobj(plt.Text):
+        text.set_fontsize(max(text.get_fontsize(), size))
+    return fig
+
+
 def _class_ids(labels, label_names: Sequence[str]) -> np.ndarray:
     """Labels as an int array, checked to lie in ``0 .. len(label_names) - 1``."""
     if isinstance(label_names, str) or len(label_names) < 1:

@@ -204,6 +204,47 @@ def test_pretrained_decoder_kv_cache_offsets_rotary_positions(decoder, decoder_t
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-4, rtol=0)
 
 
+def test_fused_attention_path_equals_the_written_out_one(tiny_llama_pair):
+    """Without attention weights asked for, each layer calls PyTorch's fused kernel (key/value heads shared by
+    enable_gqa instead of repeated): the same logits as the written-out attention, and as transformers."""
+    hf, ours = tiny_llama_pair
+    ids = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0  # a left-padded row
+    with torch.no_grad():
+        fused = ours(ids, attention_mask=mask)[0]
+        written, _, weights = ours(ids, attention_mask=mask, output_attentions=True)
+        expected = hf(ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+    assert len(weights) == 2 and weights[0].shape == (2, 4, 11, 11)
+    real = mask.bool()
+    torch.testing.assert_close(fused[real], written[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(fused[real], expected[real], atol=1e-5, rtol=0)
+
+
+def test_reserved_cache_writes_in_place_and_equals_the_growing_cache(tiny_llama_pair):
+    _, ours = tiny_llama_pair
+    ids = torch.randint(0, 97, (2, 12), generator=torch.Generator().manual_seed(4))
+    runs = {}
+    for capacity in (None, 12, 8):  # grows by concatenation; reserved for all 12 tokens; reserved for too few
+        cache, logits, storage = KVCache(ours.config.num_layers, capacity=capacity), [], set()
+        with torch.no_grad():
+            logits.append(ours(ids[:, :5], cache=cache)[0])
+            for t in range(5, 12):
+                logits.append(ours(ids[:, t:t + 1], cache=cache)[0])
+                storage.add(cache.keys[1].untyped_storage().data_ptr())
+        assert cache.length == 12 and cache.keys[1].shape == (2, 2, 12, 16)
+        runs[capacity] = torch.cat(logits, dim=1), len(storage)
+    assert runs[12][1] == 1  # one storage for all seven steps: written in place
+    assert runs[None][1] == 7  # a new tensor at every step
+    for capacity in (12, 8):
+        torch.testing.assert_close(runs[capacity][0], runs[None][0], atol=1e-6, rtol=0)
+    with torch.no_grad():
+        full = ours(ids)[0]
+    torch.testing.assert_close(runs[12][0], full, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match=r"KVCache\(capacity\) must be an integer >= 1, got 0"):
+        KVCache(2, capacity=0)
+
+
 @pytest.mark.slow
 def test_greedy_generation_matches_transformers_generate(decoder, hf_decoder, decoder_tokenizer):
     for prompt in PROMPTS:

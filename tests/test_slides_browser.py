@@ -40,7 +40,10 @@ MIN_MONO_PX = 22  # code and outputs
 PLOT_TEXT_MIN_PX = 16  # text drawn inside a figure, as the slide shows it
 # Figures drawn for the slide's size, by (lesson, cell id): their smallest text is the smallest `fontsize=` their cell
 # gives (attention_heatmap draws the token labels at it, axis labels and title a point larger).
-SLIDE_SIZED_FIGURES = [("02_attention", "9c730417")]
+SLIDE_SIZED_FIGURES = [("02_attention", "9c730417"), ("03_encoder", "191c6bd1"), ("03_encoder", "4a026240"),
+                       ("04_masking_and_decoders", "curve"), ("04_masking_and_decoders", "c102c818"),
+                       ("06_features_and_umap", "3bacfb1a"), ("06_features_and_umap", "28a137ad"),
+                       ("06_features_and_umap", "826dfbef"), ("06_features_and_umap", "ae35439a")]
 MAX_WORDS = 125  # prose (markdown) on one slide: "about 120"
 FREE_BELOW_FIGURE_PX = 240  # a figure narrower than the slide leaves no more than this empty below it
 
@@ -338,7 +341,8 @@ def png_dpi(data: bytes) -> float:
 @pytest.mark.parametrize("lesson, cell_id", SLIDE_SIZED_FIGURES)
 def test_text_inside_a_figure_drawn_for_the_slide_is_16_px_or_more_on_it(opened, lesson, cell_id):
     cell = next(c for c in notebook(lesson).cells if c.get("id") == cell_id)
-    points = min(float(size) for size in re.findall(r"fontsize=(\d+(?:\.\d+)?)", cell.source))
+    # the smallest size the cell asks for: `fontsize=N` on a text, or `readable(fig, size=N)` on the whole figure
+    points = min(float(size) for size in re.findall(r"\b(?:fontsize|size)=(\d+(?:\.\d+)?)", cell.source))
     shown = opened(lesson).page.evaluate("""(id) => {
       const img = document.querySelector(`img.slides-figure[data-cell="${id}"]`);
       const at = Reveal.getIndices(img.closest('section'));

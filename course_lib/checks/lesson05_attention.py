@@ -79,7 +79,7 @@ def _swap_in(fn):
         blocks = list(model.blocks)
 
         def attention_of(attn):
-            def forward(x, cos, sin, mask, cache=None):  # the model's own cos, sin and mask are not used
+            def forward(x, cos, sin, mask, cache=None, need_weights=True):  # the model's cos, sin, mask unused
                 held = cache.keys[attn.layer_index]
                 offset = 0 if held is None else held.shape[-2]
                 y = fn(attn, x, cache, offset, theta)
