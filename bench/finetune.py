@@ -4,7 +4,8 @@ encoder, to reach a validation accuracy of at least ``--target`` (0.80) on the c
     python bench/finetune.py [--device cuda] [--seeds 0 1 2] [--target 0.8] [--quick]
 
 The recipes fine-tune the same pretrained encoder (all-MiniLM-L6-v2) with a fresh two-class head, on the same
-training split, and are scored on the same fixed validation subset every ``EVAL_EVERY_EXAMPLES`` training examples (the same data interval for every batch size):
+training split, and are scored on the same fixed validation subset every ``EVAL_EVERY_EXAMPLES`` training
+examples (the same data interval for every batch size):
 
 * ``course``: lesson 07's model and ``TrainingArguments``: the encoder's hidden states averaged over the real
   tokens into a two-class head, batch 32, lr 1e-4, weight decay 0.01, 10% linear warm-up, each batch padded to

@@ -8,7 +8,8 @@ Every candidate trains in float32 (what a CPU without native bf16 computes) with
 scored on the same fixed **stopping set** (the first 500 validation reviews) and stops at the first evaluation
 that reaches the target; the other 775 validation reviews (held out) only report the stopped model's accuracy.
 The choice is made on the stopping set and the seeds here; the benchmark then re-runs the chosen recipe with
-the defaults, side by side. Results go to ``bench/results/recipe_search.{json,md}``.
+the defaults, side by side. A run writes ``bench/results/recipe_search_latest.{json,md}``; the searches so far
+are summarised in ``bench/results/recipe_search.md``.
 """
 from __future__ import annotations
 
@@ -106,8 +107,8 @@ def main() -> None:
               "candidates": [asdict(c) for c in chosen], "runs": runs, "summary": summarize(runs)}
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "recipe_search.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-        (RESULTS / "recipe_search.md").write_text(markdown(result))
+        (RESULTS / "recipe_search_latest.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+        (RESULTS / "recipe_search_latest.md").write_text(markdown(result))
     print(markdown(result))
 
 
