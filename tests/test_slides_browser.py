@@ -344,7 +344,8 @@ def test_text_inside_a_figure_drawn_for_the_slide_is_16_px_or_more_on_it(opened,
     # the smallest size the cell asks for: `fontsize=N` on a text, or `readable(fig, size=N)` on the whole figure
     points = min(float(size) for size in re.findall(r"\b(?:fontsize|size)=(\d+(?:\.\d+)?)", cell.source))
     shown = opened(lesson).page.evaluate("""(id) => {
-      const img = document.querySelector(`img.slides-figure[data-cell="${id}"]`);
+      // a cell whose output moved to a slide of its own carries the id `<cell>-output<k>` there
+      const img = document.querySelector(`img.slides-figure[data-cell="${id}"], img.slides-figure[data-cell^="${id}-output"]`);
       const at = Reveal.getIndices(img.closest('section'));
       Reveal.slide(at.h, at.v, 10000);
       return {width: img.offsetWidth, natural: img.naturalWidth, src: img.src};
