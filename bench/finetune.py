@@ -103,10 +103,10 @@ def course_recipe() -> Recipe:
                          "length-grouped, schedule over the quick profile's 1 epoch")
 
 
-def course_mixed_recipe() -> Recipe:
-    """The course recipe with bf16 autocast (fp16 on a GPU without bf16): run where the hardware computes it
-    natively, beside the float32 column."""
-    return replace(course_recipe(), name="course, bf16", mixed_precision=True,
+def course_mixed_recipe(precision: str = "bfloat16") -> Recipe:
+    """The course recipe with autocast to ``precision`` (bf16; fp16 on a GPU without bf16): run where the hardware
+    computes it natively, beside the float32 column."""
+    return replace(course_recipe(), name=f"course, {precision}", mixed_precision=True,
                    source="the course recipe with bf16 autocast, where the CPU or GPU computes bf16 natively")
 
 
@@ -209,6 +209,7 @@ class MeanPooledClassifier(torch.nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         hidden = self.encoder_model(input_ids=input_ids, attention_mask=attention_mask,
                                     token_type_ids=token_type_ids).last_hidden_state  # (B, T, D)
+        # course_lib.pooling.masked_mean, without its empty-row check: that check would wait for a GPU every step
         weights = attention_mask[..., None].to(hidden.dtype)  # (B, T, 1): 1 on real tokens
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # (B, D)
         return SimpleNamespace(logits=self.classifier(self.dropout(pooled)))  # (B, 2)
@@ -524,7 +525,7 @@ def run(device: torch.device, quick: bool = False, seeds: tuple[int, ...] = (0, 
                                                                                         NAIVE_MAX_LENGTH))]
     mixed = autocast_dtype(course_mixed_recipe(), device)  # None on a CPU without native bf16
     if mixed is not None:
-        recipes.insert(1, replace(course_mixed_recipe(), name=f"course, {precision_name(mixed)}"))
+        recipes.insert(1, course_mixed_recipe(precision_name(mixed)))
     if extrapolate is None:  # a GPU runs the naive recipe to the target; a CPU would take hours
         extrapolate = device.type == "cpu"
     timed_steps = 1 if quick else TIMED_STEPS
